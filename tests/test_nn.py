@@ -1,0 +1,250 @@
+"""Properties of the 1-Lipschitz layers, checked against exact spectra."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import wdist
+from wdist.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort, InvertibleDownsample, MaxMin
+from wdist.nn.bcop import compose_kernels
+from wdist.nn.bjorck import bjorck_orthonormalize
+
+from helpers import circular_conv_singular_values, power_iteration_norm
+
+GRID = [(3, 16, 3), (16, 16, 3), (16, 16, 2), (32, 16, 3), (16, 32, 5), (1, 8, 1), (8, 8, 4), (5, 7, 3)]
+
+
+def _train_randomly(module: nn.Module, input_shape, steps: int = 50, lr: float = 1e-2):
+    """50 Adam steps on a random regression objective: moves the free parameters
+    far from their (orthogonal) initialisation."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    x = torch.randn(8, *input_shape)
+    with torch.no_grad():
+        target = torch.randn_like(module(x))
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = (module(x) - 3 * target).pow(2).mean()
+        loss.backward()
+        opt.step()
+    return module
+
+
+@pytest.mark.parametrize("cin,cout,k", GRID)
+def test_bcop_exact_singular_values_after_training(cin, cout, k):
+    conv = _train_randomly(BCOPConv2d(cin, cout, k), (cin, 16, 16))
+    raw = conv.parametrizations.weight.original
+    assert (raw.detach() - conv.kernel_builder.init_raw()).abs().max() > 0.05  # really moved
+    sv = circular_conv_singular_values(conv.weight, 16)
+    assert sv.max() <= 1 + 1e-4
+    # in <= out: isometry; in > out: orthonormal rows.  Either way every one of
+    # the min(in, out) singular values is 1.
+    assert sv.min() >= 1 - 1e-3
+    assert conv.weight.shape == (cout, cin, k, k)
+
+
+@pytest.mark.parametrize("cin,cout,k", [(3, 16, 3), (16, 16, 2), (4, 8, 5)])
+def test_bcop_forward_is_an_isometry(cin, cout, k):
+    """The module's own forward (padding, asymmetric even kernels) preserves norms."""
+    conv = BCOPConv2d(cin, cout, k).double()
+    x = torch.randn(4, cin, 12, 10, dtype=torch.float64)
+    out = conv(x) - conv.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(out.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("cin,cout,k", [(4, 8, 3), (8, 8, 2)])
+def test_bcop_zero_padding_is_one_lipschitz_and_bound_is_certified(cin, cout, k):
+    conv = BCOPConv2d(cin, cout, k, padding="zeros", bias=False).double()
+    true_norm = power_iteration_norm(conv, (cin, 8, 8))
+    bound = wdist.lipschitz_bound(conv, (cin, 8, 8))
+    assert true_norm <= bound + 1e-9
+    assert bound <= 1 + 1e-6
+    x = torch.randn(16, cin, 8, 8, dtype=torch.float64)
+    ratio = conv(x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert ratio.max() < 1 - 1e-3  # zero padding loses the border: not an isometry
+
+
+def test_compose_kernels_is_composition_of_circular_convolutions():
+    first, second = torch.randn(5, 3, 2, 3, dtype=torch.float64), torch.randn(4, 5, 3, 2, dtype=torch.float64)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+
+    def circ(kernel, inp):  # y[i] = sum_a K[a] x[(i + a) mod n]
+        kh, kw = kernel.shape[-2:]
+        return F.conv2d(F.pad(inp, (0, kw - 1, 0, kh - 1), mode="circular"), kernel)
+
+    torch.testing.assert_close(circ(compose_kernels(first, second), x), circ(second, circ(first, x)))
+
+
+def test_bcop_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="padding"):
+        BCOPConv2d(3, 3, 3, padding="reflect")
+    with pytest.raises(ValueError, match="kernel_size"):
+        BCOPConv2d(3, 3, 0)
+
+
+@pytest.mark.parametrize("fin,fout", [(16, 16), (10, 30), (30, 10), (64, 1)])
+def test_bjorck_linear_exact_singular_values_after_training(fin, fout):
+    layer = _train_randomly(BjorckLinear(fin, fout), (fin,))
+    sv = torch.linalg.svdvals(layer.weight.detach().double())
+    assert sv.max() <= 1 + 1e-4
+    assert sv.min() >= 1 - 1e-3
+
+
+def test_bjorck_iterates_stay_below_one_before_convergence():
+    w = torch.randn(6, 40, 20, dtype=torch.float64) * 5
+    for iters in (0, 1, 2, 5):
+        sv = torch.linalg.svdvals(bjorck_orthonormalize(w, iters=iters, tol=None))
+        assert sv.max() <= 1 + 1e-12
+    assert torch.linalg.svdvals(bjorck_orthonormalize(w, iters=2, tol=None)).min() < 0.9  # not converged yet
+
+
+def test_groupsort_is_a_sort_with_permutation_jacobian():
+    x = torch.randn(3, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+    y = GroupSort(4)(x)
+    expected = x.detach().view(3, 2, 4, 2, 2).sort(dim=2, descending=True).values.view(3, 8, 2, 2)
+    torch.testing.assert_close(y.detach(), expected)
+    jac = torch.autograd.functional.jacobian(lambda t: MaxMin()(t.view(1, 8)).view(8), x.detach()[0, :, 0, 0])
+    assert torch.equal(jac.abs().sum(0), torch.ones(8, dtype=torch.float64))  # a permutation matrix
+    assert torch.equal(jac.abs().sum(1), torch.ones(8, dtype=torch.float64))
+    torch.testing.assert_close(FullSort()(x.detach()[:, :, 0, 0]), x.detach()[:, :, 0, 0].sort(1, descending=True).values)
+    with pytest.raises(ValueError, match="divisible"):
+        GroupSort(3)(torch.randn(2, 8))
+
+
+def test_invertible_downsample_is_orthogonal():
+    x = torch.randn(2, 3, 8, 6)
+    y = InvertibleDownsample(2)(x)
+    assert y.shape == (2, 12, 4, 3)
+    torch.testing.assert_close(y.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1))
+    torch.testing.assert_close(F.pixel_shuffle(y, 2), x)
+
+
+def _gnp_critic(channels: int = 4, size: int = 8) -> nn.Sequential:
+    """Every layer square-orthogonal or a permutation, scalar output by a unit row."""
+    c = channels
+    return nn.Sequential(
+        BCOPConv2d(c, c, 3), MaxMin(),
+        BCOPConv2d(c, c, 2), MaxMin(),
+        InvertibleDownsample(2),
+        BCOPConv2d(4 * c, 4 * c, 3), GroupSort(4),
+        nn.Flatten(),
+        BjorckLinear(4 * c * (size // 2) ** 2, 4 * c * (size // 2) ** 2), MaxMin(),
+        BjorckLinear(4 * c * (size // 2) ** 2, 1),
+    )
+
+
+def test_gradient_norm_is_one_almost_everywhere():
+    net = _gnp_critic()
+    _train_randomly(net, (4, 8, 8), steps=20)
+    net = net.double().eval()
+    x = torch.randn(64, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(x).sum(), x)
+    norms = grad.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-3, rtol=0)
+
+
+def test_lipschitz_bound_matches_power_iteration_on_linear_network():
+    net = nn.Sequential(
+        BCOPConv2d(3, 8, 3), InvertibleDownsample(2), BCOPConv2d(32, 32, 2),
+        nn.Flatten(), BjorckLinear(32 * 16, 600),
+    )  # a chain of isometries: the product of norms is the network's norm
+    _train_randomly(net, (3, 8, 8), steps=20)
+    net = net.double().eval()
+    bound = wdist.lipschitz_bound(net, (3, 8, 8))
+    measured = power_iteration_norm(net, (3, 8, 8))
+    assert bound == pytest.approx(measured, abs=1e-3)
+    assert bound == pytest.approx(1.0, abs=1e-4)
+
+
+def test_lipschitz_bound_flags_a_broken_layer():
+    good = BCOPConv2d(4, 4, 3, bias=False).double().eval()
+    broken = nn.Conv2d(4, 4, 3, padding="same", padding_mode="circular", bias=False).double()
+    with torch.no_grad():
+        broken.weight.copy_(1.1 * good.weight)
+    net = nn.Sequential(good, broken, nn.Flatten(), nn.Linear(4 * 64, 1, bias=False).double())
+    with torch.no_grad():
+        net[3].weight.copy_(torch.randn(1, 256, dtype=torch.float64).div_(16) )
+    row_norm = net[3].weight.norm().item()
+    bound = wdist.lipschitz_bound(net, (4, 8, 8))
+    assert bound == pytest.approx(1.1 * row_norm, rel=1e-5)
+    measured = power_iteration_norm(net, (4, 8, 8))
+    assert measured <= bound * (1 + 1e-9)
+    assert bound > 1.05 * row_norm  # the 10% excess is visible
+
+
+def test_lipschitz_bound_rejects_unknown_layers():
+    class Mystery(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    with pytest.raises(TypeError, match=r"layer 1 of type Mystery"):
+        wdist.lipschitz_bound(nn.Sequential(nn.Flatten(), Mystery()), (3, 4, 4))
+    with pytest.raises(TypeError, match="padding_mode"):
+        wdist.lipschitz_bound(nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), (2, 4, 4))
+
+
+@pytest.mark.parametrize("padding_mode,size", [("circular", 8), ("circular", 2), ("zeros", 7)])
+def test_lipschitz_bound_is_exact_for_a_random_convolution(padding_mode, size):
+    conv = nn.Conv2d(3, 5, 3, padding=1, padding_mode=padding_mode).double()
+    measured = power_iteration_norm(conv, (3, size, size), iters=2000)
+    bound = wdist.lipschitz_bound(conv, (3, size, size))
+    assert measured <= bound * (1 + 1e-9)
+    if padding_mode == "circular":  # exact, also when the kernel wraps (size 2 < k)
+        assert bound == pytest.approx(measured, rel=1e-6)
+    else:  # the padded circular grid: an upper bound, close for a random kernel
+        assert bound < 1.1 * measured
+
+
+def test_lipschitz_bound_of_strided_and_dilated_convolutions_is_certified():
+    for conv in (nn.Conv2d(3, 5, 3, stride=2, padding=1), nn.Conv2d(3, 5, 3, dilation=2, padding=2),
+                 nn.Conv2d(4, 6, 3, groups=2, padding=1)):
+        conv = conv.double()
+        fn = lambda x, c=conv: F.conv2d(x, c.weight, None, c.stride, c.padding, c.dilation, c.groups)
+        measured = power_iteration_norm(fn, (conv.in_channels, 10, 10))
+        assert measured <= wdist.lipschitz_bound(conv, (conv.in_channels, 10, 10)) * (1 + 1e-9)
+
+
+def test_eval_forward_is_bitwise_equal_and_does_not_rebuild():
+    net = _gnp_critic()
+    _train_randomly(net, (4, 8, 8), steps=3)
+    x = torch.randn(5, 4, 8, 8)
+    train_out = net.train()(x)
+    builders = [m.parametrizations.weight[0] for m in net.modules() if hasattr(m, "parametrizations")]
+    net.eval()
+    first = net(x)
+    counts = [b.builds for b in builders]
+    second = net(x)
+    assert torch.equal(train_out, first) and torch.equal(first, second)
+    assert [b.builds for b in builders] == counts  # second eval forward: no rebuild
+    # A parameter update invalidates the cache.
+    with torch.no_grad():
+        net[0].parametrizations.weight.original.add_(0.01)
+    third = net(x)
+    assert builders[0].builds == counts[0] + 1
+    assert not torch.equal(third, second)
+
+
+def test_training_forward_builds_each_kernel_once():
+    conv = BCOPConv2d(4, 4, 3)
+    before = conv.kernel_builder.builds
+    conv(torch.randn(2, 4, 6, 6)).sum().backward()
+    assert conv.kernel_builder.builds == before + 1
+
+
+def test_kernel_construction_stays_float32_under_autocast():
+    conv = BCOPConv2d(8, 8, 3)
+    linear = BjorckLinear(8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv.weight.dtype == torch.float32
+        assert linear.weight.dtype == torch.float32
+        sv = circular_conv_singular_values(conv.weight, 8)
+    assert (sv - 1).abs().max() < 1e-4
+
+
+def test_state_dict_round_trips():
+    a, b = BCOPConv2d(3, 6, 3), BCOPConv2d(3, 6, 3)
+    _train_randomly(a, (3, 8, 8), steps=3)
+    assert "parametrizations.weight.original" in a.state_dict()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(a.eval()(x), b.eval()(x))

@@ -1,0 +1,176 @@
+"""BCOP: Block Convolution Orthogonal Parameterization (Li et al., NeurIPS 2019).
+
+A k x k convolution kernel whose circular convolution is orthogonal is built
+from free matrices (Xiao et al., 2018 construction):
+
+* an orthogonal c x c matrix ``H`` (Björck-orthonormalized),
+* 2(k-1) symmetric projectors ``P = V V^T``, ``V`` in R^{c x c/2} with
+  orthonormal columns (rank c/2, the connected component the paper proves
+  sufficient),
+* each pair (P, Q) gives the 2 x 2 orthogonal kernel
+  ``[[PQ, P(I-Q)], [(I-P)Q, (I-P)(I-Q)]]`` (its Fourier symbol is the product
+  of the unitaries ``P + (I-P)e^{i w1}`` and ``Q + (I-Q)e^{i w2}``),
+* the k-1 blocks are composed by matrix-valued (full) convolution, and every
+  tap is multiplied by ``H``.
+
+The c x c kernel is then sliced to (out, in): for in <= out the layer is an
+isometry (norm preserving), for in > out its rows are orthonormal
+(1-Lipschitz, not norm preserving).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize
+from .cache import CachedParametrization
+
+__all__ = ["BCOPConv2d", "BCOPKernel", "compose_kernels"]
+
+
+def compose_kernels(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Kernel of ``conv(second) o conv(first)`` (cross-correlation convention).
+
+    ``K[a] = sum_{a1 + a2 = a} second[a2] @ first[a1]``: a full 2-D
+    convolution of the kernels, done by one ``F.conv2d`` call that treats
+    ``first``'s input channels as a batch.
+
+    Parameters
+    ----------
+    first : Tensor (mid, in, k1, k1)
+    second : Tensor (out, mid, k2, k2)
+
+    Returns
+    -------
+    Tensor (out, in, k1 + k2 - 1, k1 + k2 - 1)
+    """
+    k2h, k2w = second.shape[-2:]
+    out = F.conv2d(first.transpose(0, 1), second.flip(-1, -2), padding=(k2h - 1, k2w - 1))
+    return out.transpose(0, 1)
+
+
+def _block_kernels(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Batched 2x2 orthogonal kernels from row projectors p and column projectors q.
+
+    p, q : (b, c, c) symmetric projectors.  Returns (b, c, c, 2, 2).
+    """
+    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+    ip, iq = eye - p, eye - q
+    top = torch.stack([p @ q, p @ iq], dim=-1)
+    bottom = torch.stack([ip @ q, ip @ iq], dim=-1)
+    return torch.stack([top, bottom], dim=-2)
+
+
+class BCOPKernel(CachedParametrization):
+    """Parametrization raw (2(k-1)+1, c, c) -> orthogonal-conv kernel (out, in, k, k)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bjorck_iters: int = DEFAULT_BJORCK_ITERS,
+        bjorck_tol: float | None = DEFAULT_BJORCK_TOL,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.channels = max(in_channels, out_channels)
+        self.rank = max(self.channels // 2, 1)
+        self.bjorck_iters = bjorck_iters
+        self.bjorck_tol = bjorck_tol
+
+    @property
+    def num_matrices(self) -> int:
+        return 2 * (self.kernel_size - 1) + 1
+
+    def init_raw(self) -> torch.Tensor:
+        raw = torch.empty(self.num_matrices, self.channels, self.channels)
+        for matrix in raw:
+            nn.init.orthogonal_(matrix)
+        return raw
+
+    def build(self, raw: torch.Tensor) -> torch.Tensor:
+        ortho = lambda w: bjorck_orthonormalize(w, self.bjorck_iters, self.bjorck_tol)
+        h = ortho(raw[0])
+        kernel = h[:, :, None, None]
+        if self.kernel_size > 1:
+            v = ortho(raw[1:, :, : self.rank])  # all projectors in one batch
+            proj = v @ v.mT
+            blocks = _block_kernels(proj[0::2], proj[1::2])
+            kernel = blocks[0]
+            for block in blocks[1:]:
+                kernel = compose_kernels(kernel, block)
+            kernel = torch.einsum("om,miab->oiab", h, kernel)
+        return kernel[: self.out_channels, : self.in_channels].contiguous()
+
+
+class BCOPConv2d(nn.Conv2d):
+    """Orthogonal convolution, provably 1-Lipschitz in L2 (BCOP).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Any values.  ``in <= out``: the circular convolution is an isometry
+        (all singular values 1); ``in > out``: orthonormal rows.
+    kernel_size : int
+        Any size >= 1, odd or even (even sizes pad asymmetrically, like
+        ``padding="same"``).
+    bias : bool
+    padding : {"circular", "zeros"}
+        Output has the input's spatial size.  Circular is exactly orthogonal;
+        zero padding restricts the circular operator and is 1-Lipschitz.
+    bjorck_iters, bjorck_tol :
+        Björck iteration budget and early-exit tolerance.
+
+    Notes
+    -----
+    ``self.weight`` is a real ``(out, in, k, k)`` kernel produced by a
+    :mod:`torch.nn.utils.parametrize` parametrization; the free tensor lives in
+    ``parametrizations.weight.original`` so ``state_dict`` round-trips.  The
+    kernel is rebuilt once per training forward and cached in eval mode.
+
+    References
+    ----------
+    Li, Haque, Anil, Lucas, Grosse, Jacobsen. "Preventing Gradient Attenuation
+    in Lipschitz Constrained Convolutional Networks", NeurIPS 2019.
+    Xiao et al. "Dynamical Isometry and a Mean Field Theory of CNNs", ICML 2018.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        bias: bool = True,
+        padding: str = "circular",
+        bjorck_iters: int = DEFAULT_BJORCK_ITERS,
+        bjorck_tol: float | None = DEFAULT_BJORCK_TOL,
+    ) -> None:
+        if padding not in ("circular", "zeros"):
+            raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
+        if not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ValueError(f"kernel_size must be an int >= 1, got {kernel_size!r}")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError("in_channels and out_channels must be >= 1")
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding="same", padding_mode=padding, bias=bias
+        )
+        kernel = BCOPKernel(in_channels, out_channels, kernel_size, bjorck_iters, bjorck_tol)
+        del self.weight
+        self.weight = nn.Parameter(kernel.init_raw())
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        parametrize.register_parametrization(self, "weight", kernel, unsafe=True)
+
+    @property
+    def kernel_builder(self) -> BCOPKernel:
+        return self.parametrizations.weight[0]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", bcop=True"

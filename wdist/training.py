@@ -1,0 +1,241 @@
+"""Training a critic to maximise the Kantorovich-Rubinstein gap.
+
+The loop is deterministic given (seed, step): the minibatch of step ``t`` is
+a slice of an epoch permutation drawn from a generator seeded by
+``(seed, side, epoch)``, so a run resumed from a checkpoint at step ``t`` sees
+exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Samples
+
+__all__ = ["TrainConfig", "CriticTrainer", "critic_values", "gap_statistics"]
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int
+    batch_size: int
+    lr: float
+    eval_every: int
+    early_stop: bool
+    patience: int = 5
+    lr_drops: int = 2
+    lr_drop_factor: float = 0.1
+    seed: int = 0
+
+
+def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
+    """Gap ``mean fx - mean fy`` and its CLT standard error (independent samples)."""
+    gap = float(fx.mean() - fy.mean())
+    var = (fx.var() if len(fx) > 1 else 0.0) / len(fx) + (fy.var() if len(fy) > 1 else 0.0) / len(fy)
+    return gap, float(math.sqrt(float(var)))
+
+
+@torch.no_grad()
+def critic_values(
+    critic: nn.Module, samples: Samples, indices: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU."""
+    was_training = critic.training
+    critic.eval()
+    try:
+        out = [
+            critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu()
+            for batch in samples.batches(indices, batch_size)
+        ]
+    finally:
+        critic.train(was_training)
+    return torch.cat(out)
+
+
+def _epoch_seed(seed: int, side: int, epoch: int) -> int:
+    return (seed * 1_000_003 + side * 7919 + epoch) % (2**63)
+
+
+class _StepBatches:
+    """Deterministic index batches for steps start, start+1, ... (drop-last epochs)."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int, side: int, start: int):
+        self.indices = indices
+        self.batch_size = min(batch_size, len(indices))
+        self.per_epoch = len(indices) // self.batch_size
+        self.seed, self.side, self.step = seed, side, start
+        self._epoch, self._perm = -1, indices
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        epoch, j = divmod(self.step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(_epoch_seed(self.seed, self.side, epoch))
+            self._perm = self.indices[torch.randperm(len(self.indices), generator=gen)]
+            self._epoch = epoch
+        self.step += 1
+        return self._perm[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+
+
+def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int):
+    batches = _StepBatches(indices, cfg.batch_size, cfg.seed, side, start)
+    if samples.in_memory:
+        return (samples.data[idx] for idx in batches)
+    loader = torch.utils.data.DataLoader(
+        samples.data,
+        batch_sampler=batches,
+        num_workers=samples.num_workers,
+        collate_fn=samples._collate,
+    )
+    return iter(loader)
+
+
+@dataclass
+class _State:
+    step: int = 0
+    best_val: float = -math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    lr_drops: int = 0
+    stopped: str = "max_steps"
+    history: list = field(default_factory=list)
+
+
+class CriticTrainer:
+    """Maximise ``mean f(x) - mean f(y)`` on the training split, select on validation.
+
+    One forward over the concatenated batch of both sides per step (kernels
+    built once per step).  Every ``eval_every`` steps the validation gap is
+    computed; the best critic is kept; on a plateau of ``patience``
+    evaluations the learning rate is divided by 10 (``lr_drops`` times), then
+    training stops (if ``early_stop``).
+    """
+
+    def __init__(
+        self,
+        critic: nn.Module,
+        x: Samples,
+        y: Samples,
+        train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor],
+        cfg: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.critic, self.x, self.y = critic, x, y
+        self.train_idx, self.val_idx = train, val
+        self.cfg, self.device = cfg, device
+        self.optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+        self.state = _State()
+        self.best_params = copy.deepcopy(critic.state_dict())
+
+    # -- checkpointing -----------------------------------------------------
+    def state_dict(self) -> dict:
+        s = self.state
+        return {
+            "critic": self.critic.state_dict(),
+            "best_params": self.best_params,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "progress": {
+                "step": s.step, "best_val": s.best_val, "best_step": s.best_step,
+                "bad_evals": s.bad_evals, "lr_drops": s.lr_drops, "stopped": s.stopped,
+            },
+            "history": list(s.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.best_params = state["best_params"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        self.state = _State(**state["progress"], history=list(state["history"]))
+
+    # -- training ------------------------------------------------------------
+    def validation_gap(self) -> tuple[float, float]:
+        bs = max(self.cfg.batch_size, 256)
+        fx = critic_values(self.critic, self.x, self.val_idx[0], bs, self.device)
+        fy = critic_values(self.critic, self.y, self.val_idx[1], bs, self.device)
+        return gap_statistics(fx, fy)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def fit(
+        self,
+        progress: bool = False,
+        on_eval: Callable[["CriticTrainer"], None] | None = None,
+        desc: str = "training critic",
+    ) -> None:
+        cfg, s = self.cfg, self.state
+        xs = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
+        ys = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
+        self.critic.train()
+        bar = tqdm(total=cfg.max_steps, initial=s.step, disable=None if progress else True,
+                   desc=desc, unit="step", leave=False)
+        running, count = 0.0, 0
+        try:
+            while s.step < cfg.max_steps:
+                xb = next(xs).to(self.device, non_blocking=True)
+                yb = next(ys).to(self.device, non_blocking=True)
+                out = self.critic(torch.cat([xb, yb])).reshape(-1)
+                gap = out[: len(xb)].mean() - out[len(xb) :].mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                (-gap).backward()
+                self.optimizer.step()
+                s.step += 1
+                running += float(gap.detach())
+                count += 1
+                bar.update(1)
+                if s.step % cfg.eval_every == 0 or s.step == cfg.max_steps:
+                    stop = self._evaluate(running / count)
+                    bar.set_postfix(val_gap=f"{s.best_val:.4g}")
+                    running, count = 0.0, 0
+                    if on_eval is not None:
+                        on_eval(self)
+                    if stop:
+                        break
+        finally:
+            bar.close()
+        self.critic.load_state_dict(self.best_params)
+        self.critic.eval()
+
+    def _evaluate(self, train_gap: float) -> bool:
+        """Record one evaluation; True when training should stop."""
+        cfg, s = self.cfg, self.state
+        val_gap, val_se = self.validation_gap()
+        lr = self.optimizer.param_groups[0]["lr"]
+        s.history.append({"step": s.step, "train_gap": train_gap, "val_gap": val_gap,
+                          "val_se": val_se, "lr": lr})
+        # Count as progress only what rises above a tenth of the validation noise.
+        if val_gap > s.best_val + 0.1 * val_se:
+            s.best_val, s.best_step, s.bad_evals = val_gap, s.step, 0
+            self.best_params = copy.deepcopy(self.critic.state_dict())
+            return False
+        if val_gap > s.best_val:  # tiny improvement: keep it, but it is a plateau
+            s.best_val, s.best_step = val_gap, s.step
+            self.best_params = copy.deepcopy(self.critic.state_dict())
+        s.bad_evals += 1
+        if s.bad_evals < cfg.patience:
+            return False
+        s.bad_evals = 0
+        if s.lr_drops < cfg.lr_drops:
+            # Restart from the best critic at a lower rate: a plateau is often
+            # the start of over-fitting the training split.
+            s.lr_drops += 1
+            self.critic.load_state_dict(self.best_params)
+            self._set_lr(lr * cfg.lr_drop_factor)
+            return False
+        if cfg.early_stop:
+            s.stopped = "converged"
+            return True
+        return False

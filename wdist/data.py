@@ -86,7 +86,7 @@ def _strip_label(item):
     return item
 
 
-def _to_tensor(value, name: str) -> torch.Tensor:
+def _to_tensor(value, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
             raise ValueError(f"{name}: unsupported dtype {value.dtype}; expected numbers")
@@ -98,7 +98,7 @@ def _to_tensor(value, name: str) -> torch.Tensor:
             raise ValueError(f"{name}: cannot convert a sample of type {type(value).__name__} to a tensor") from exc
     if value.is_complex() or value.dtype == torch.bool:
         raise ValueError(f"{name}: unsupported dtype {value.dtype}; expected real numbers")
-    return value.to(torch.float32)
+    return value.to(dtype)
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
@@ -110,13 +110,14 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         )
 
 
-def as_samples(obj, name: str, num_workers: int = 0) -> Samples:
+def as_samples(obj, name: str, num_workers: int = 0, dtype: torch.dtype = torch.float32) -> Samples:
     """Validate and wrap a user input.
 
     Accepts a tensor or array of shape (N, D) (vectors), (N, H, W) (grayscale
     images, a channel axis is added) or (N, C, H, W) (images), a map-style
     ``Dataset`` (items may be ``(sample, label)``), or a ``DataLoader`` over one
-    (its dataset is used; batching is wdist's).
+    (its dataset is used; batching is wdist's).  In-memory inputs are stored
+    as ``dtype`` (float64 for exact solves, float32 for critics).
 
     Raises
     ------
@@ -127,7 +128,7 @@ def as_samples(obj, name: str, num_workers: int = 0) -> Samples:
     if isinstance(obj, DataLoader):
         obj = obj.dataset
     if isinstance(obj, (np.ndarray, torch.Tensor)) or isinstance(obj, (list, tuple)):
-        t = _to_tensor(obj, name)
+        t = _to_tensor(obj, name, dtype)
         if t.ndim == 3:
             t = t.unsqueeze(1)
         if t.ndim not in (2, 4):

@@ -60,6 +60,13 @@ def _exact_from_arrays(a: np.ndarray, b: np.ndarray) -> float:
     return float(value)
 
 
+def _exact_samples(x, y) -> tuple[Samples, Samples]:
+    xs, ys = as_samples(x, "x", dtype=torch.float64), as_samples(y, "y", dtype=torch.float64)
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+    return xs, ys
+
+
 def _check_size(n: int, m: int, max_points: int, force: bool) -> None:
     if max(n, m) > max_points and not force:
         gb = exact_memory_bytes(n, m) / 1e9
@@ -94,16 +101,14 @@ def exact_w1(x, y, *, max_points: int = DEFAULT_MAX_POINTS, force: bool = False)
     RuntimeError
         If the solver stops before the optimum.
     """
-    xs, ys = as_samples(x, "x"), as_samples(y, "y")
-    if xs.shape != ys.shape:
-        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+    xs, ys = _exact_samples(x, y)
     _check_size(len(xs), len(ys), max_points, force)
     return _exact_from_arrays(_as_matrix(xs), _as_matrix(ys))
 
 
 def noise_floor(x, *, seed: int = 0, max_points: int = DEFAULT_MAX_POINTS, force: bool = False) -> float:
     """Exact W1 between two random halves of ``x``: the sampling bias of the exact value."""
-    xs = as_samples(x, "x")
+    xs = as_samples(x, "x", dtype=torch.float64)
     if len(xs) < 4:
         raise ValueError(f"x: need at least 4 samples for a noise floor, got {len(xs)}")
     a = _as_matrix(xs)
@@ -168,9 +173,7 @@ def crosscheck(
     """
     from .estimator import estimate_w1
 
-    xs, ys = as_samples(x, "x"), as_samples(y, "y")
-    if xs.shape != ys.shape:
-        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+    xs, ys = _exact_samples(x, y)
     _check_size(len(xs), len(ys), max_points, force)
     exact = _exact_from_arrays(_as_matrix(xs), _as_matrix(ys))
     floor = noise_floor(xs.data if xs.in_memory else x, seed=seed, max_points=max_points, force=force)

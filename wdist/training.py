@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Samples
+from .nn import retract_
 
 __all__ = ["TrainConfig", "CriticTrainer", "critic_values", "gap_statistics"]
 
@@ -192,6 +193,7 @@ class CriticTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 (-gap).backward()
                 self.optimizer.step()
+                retract_(self.critic)
                 s.step += 1
                 running += float(gap.detach())
                 count += 1

@@ -3,8 +3,10 @@
 from .activations import FullSort, GroupSort, MaxMin
 from .bcop import BCOPConv2d
 from .bjorck import bjorck_orthonormalize
+from .distance import DistanceMin
 from .downsample import InvertibleDownsample
 from .linear import BjorckLinear
+from .retract import retract_
 
 __all__ = [
     "BCOPConv2d",
@@ -13,5 +15,7 @@ __all__ = [
     "MaxMin",
     "FullSort",
     "InvertibleDownsample",
+    "DistanceMin",
     "bjorck_orthonormalize",
+    "retract_",
 ]

@@ -94,12 +94,26 @@ class BCOPKernel(CachedParametrization):
             nn.init.orthogonal_(matrix)
         return raw
 
+    def _orthonormal_factors(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(H, V): Björck on H and, in one batch, on all projector factors."""
+        h = bjorck_orthonormalize(raw[0], self.bjorck_iters, self.bjorck_tol)
+        if self.kernel_size == 1:
+            return h, None
+        v = bjorck_orthonormalize(raw[1:, :, : self.rank], self.bjorck_iters, self.bjorck_tol)
+        return h, v
+
+    def project(self, raw: torch.Tensor) -> torch.Tensor:
+        h, v = self._orthonormal_factors(raw)
+        out = raw.clone()
+        out[0] = h
+        if v is not None:
+            out[1:, :, : self.rank] = v
+        return out
+
     def build(self, raw: torch.Tensor) -> torch.Tensor:
-        ortho = lambda w: bjorck_orthonormalize(w, self.bjorck_iters, self.bjorck_tol)
-        h = ortho(raw[0])
+        h, v = self._orthonormal_factors(raw)
         kernel = h[:, :, None, None]
-        if self.kernel_size > 1:
-            v = ortho(raw[1:, :, : self.rank])  # all projectors in one batch
+        if v is not None:
             proj = v @ v.mT
             blocks = _block_kernels(proj[0::2], proj[1::2])
             kernel = blocks[0]

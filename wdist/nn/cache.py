@@ -33,6 +33,14 @@ class CachedParametrization(nn.Module):
     def build(self, raw: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def project(self, raw: torch.Tensor) -> torch.Tensor:
+        """Free parameters mapped onto the constraint manifold (same shape as ``raw``).
+
+        Used by :func:`wdist.nn.retract_` after an optimiser step so that the next
+        Björck run starts orthonormal and exits after a few iterations.
+        """
+        return raw
+
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         if self.training:
             self._cache = None

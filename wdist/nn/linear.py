@@ -23,6 +23,9 @@ class BjorckWeight(CachedParametrization):
     def build(self, raw: torch.Tensor) -> torch.Tensor:
         return bjorck_orthonormalize(raw, self.iters, self.tol)
 
+    def project(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.build(raw)
+
 
 class BjorckLinear(nn.Linear):
     """``y = W x + b`` with ``W`` orthonormalized: ``||W||_2 <= 1``.

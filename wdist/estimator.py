@@ -77,6 +77,7 @@ class W1Result:
     stopped: str = ""
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+    bracket: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary of everything but the critic."""
@@ -187,6 +188,7 @@ def estimate_w1(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    bracket: bool = False,
 ) -> W1Result:
     """Certified lower-bound estimate of W1(P, Q) from samples ``x ~ P``, ``y ~ Q``.
 
@@ -228,6 +230,9 @@ def estimate_w1(
         Save the training state atomically to ``checkpoint`` every
         ``checkpoint_every`` steps (default: every evaluation); with
         ``resume=True`` continue from it.  The result equals an uninterrupted run.
+    bracket : bool
+        Also bracket the population W1 from above with exact solves on
+        subsamples (:func:`wdist.bracket`); stored in ``result.bracket``.
 
     Returns
     -------
@@ -297,7 +302,7 @@ def estimate_w1(
         critic_values(model, ys, split_y[0], eval_bs, dev) / scale,
     )
     s = trainer.state
-    return W1Result(
+    result = W1Result(
         value=value,
         lower=value - z * se,
         upper=value + z * se,
@@ -322,3 +327,8 @@ def estimate_w1(
             "candidates": {k: t.state.best_val for k, t in trained.items()},
         },
     )
+    if bracket:
+        from .bracketing import bracket as make_bracket
+
+        result.bracket = make_bracket(x, y, result=result, confidence=confidence, seed=seed).to_dict()
+    return result

@@ -7,7 +7,6 @@ from torch import nn
 
 import wdist
 from wdist.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort, InvertibleDownsample, MaxMin
-from wdist.nn.bcop import compose_kernels
 from wdist.nn.bjorck import bjorck_orthonormalize
 
 from helpers import circular_conv_singular_values, power_iteration_norm
@@ -64,15 +63,26 @@ def test_bcop_zero_padding_is_one_lipschitz_and_bound_is_certified(cin, cout, k)
     assert ratio.max() < 1 - 1e-3  # zero padding loses the border: not an isometry
 
 
-def test_compose_kernels_is_composition_of_circular_convolutions():
-    first, second = torch.randn(5, 3, 2, 3, dtype=torch.float64), torch.randn(4, 5, 3, 2, dtype=torch.float64)
-    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
-
-    def circ(kernel, inp):  # y[i] = sum_a K[a] x[(i + a) mod n]
-        kh, kw = kernel.shape[-2:]
-        return F.conv2d(F.pad(inp, (0, kw - 1, 0, kh - 1), mode="circular"), kernel)
-
-    torch.testing.assert_close(circ(compose_kernels(first, second), x), circ(second, circ(first, x)))
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_bcop_kernel_symbol_is_the_product_of_paraunitary_factors(k):
+    """The DFT of the kernel equals H prod_i (P_i + (I-P_i) z1)(Q_i + (I-Q_i) z2),
+    with z = exp(-2 pi i w / n) -- the construction of Li et al. / Xiao et al."""
+    conv = BCOPConv2d(6, 6, k).double()
+    builder = conv.kernel_builder
+    h, v = builder._orthonormal_factors(conv.parametrizations.weight.original.detach())
+    n = 5
+    symbol = torch.fft.fft2(conv.weight.detach(), s=(n, n)).permute(2, 3, 0, 1)
+    eye = torch.eye(6, dtype=torch.complex128)
+    proj = (v @ v.mT).to(torch.complex128)
+    for w1 in range(n):
+        for w2 in range(n):
+            z1 = torch.exp(torch.tensor(-2j * torch.pi * w1 / n, dtype=torch.complex128))
+            z2 = torch.exp(torch.tensor(-2j * torch.pi * w2 / n, dtype=torch.complex128))
+            expected = h.to(torch.complex128)
+            for i in range(k - 1):
+                p, q = proj[2 * i], proj[2 * i + 1]
+                expected = expected @ (p + (eye - p) * z1) @ (q + (eye - q) * z2)
+            torch.testing.assert_close(symbol[w1, w2], expected)
 
 
 def test_bcop_rejects_bad_arguments():

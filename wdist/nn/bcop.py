@@ -8,10 +8,16 @@ from free matrices (Xiao et al., 2018 construction):
   orthonormal columns (rank c/2, the connected component the paper proves
   sufficient),
 * each pair (P, Q) gives the 2 x 2 orthogonal kernel
-  ``[[PQ, P(I-Q)], [(I-P)Q, (I-P)(I-Q)]]`` (its Fourier symbol is the product
-  of the unitaries ``P + (I-P)e^{i w1}`` and ``Q + (I-Q)e^{i w2}``),
-* the k-1 blocks are composed by matrix-valued (full) convolution, and every
-  tap is multiplied by ``H``.
+  ``[[PQ, P(I-Q)], [(I-P)Q, (I-P)(I-Q)]]``, whose symbol (polynomial in the
+  shifts z1, z2) is the product of the paraunitary factors
+  ``(P + (I-P) z1)(Q + (I-Q) z2)``,
+* the kernel is ``H B_1(z) ... B_{k-1}(z)``: a product of paraunitary
+  polynomials, hence an orthogonal circular convolution.
+
+We multiply the degree-one factors in one at a time (1 + 2 + ... taps, one
+batched matrix product each, projectors never formed): 13 c x c products
+for k = 3 against 33 for building the 2 x 2 blocks, convolving them and
+multiplying every tap by H (the original construction).
 
 The c x c kernel is then sliced to (out, in): for in <= out the layer is an
 isometry (norm preserving), for in > out its rows are orthonormal
@@ -28,40 +34,23 @@ from torch.nn.utils import parametrize
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize
 from .cache import CachedParametrization
 
-__all__ = ["BCOPConv2d", "BCOPKernel", "compose_kernels"]
+__all__ = ["BCOPConv2d", "BCOPKernel"]
 
 
-def compose_kernels(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Kernel of ``conv(second) o conv(first)`` (cross-correlation convention).
+def _times_projector_factor(taps: torch.Tensor, v: torch.Tensor, dim: int) -> torch.Tensor:
+    """Multiply a kernel polynomial on the right by ``P + (I - P) z`` along ``dim``.
 
-    ``K[a] = sum_{a1 + a2 = a} second[a2] @ first[a1]``: a full 2-D
-    convolution of the kernels, done by one ``F.conv2d`` call that treats
-    ``first``'s input channels as a batch.
-
-    Parameters
-    ----------
-    first : Tensor (mid, in, k1, k1)
-    second : Tensor (out, mid, k2, k2)
-
-    Returns
-    -------
-    Tensor (out, in, k1 + k2 - 1, k1 + k2 - 1)
+    ``taps`` : (h, w, c, c), tap [a, b] the coefficient of z1^a z2^b;
+    ``v`` : (c, r) with orthonormal columns, ``P = V V^T``.  The product has one
+    more tap along ``dim``: ``T'[a] = T[a] P + T[a-1] (I - P)``.  Never forms P:
+    ``T P = (T V) V^T`` costs one c x c x c product per tap.
     """
-    k2h, k2w = second.shape[-2:]
-    out = F.conv2d(first.transpose(0, 1), second.flip(-1, -2), padding=(k2h - 1, k2w - 1))
-    return out.transpose(0, 1)
-
-
-def _block_kernels(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Batched 2x2 orthogonal kernels from row projectors p and column projectors q.
-
-    p, q : (b, c, c) symmetric projectors.  Returns (b, c, c, 2, 2).
-    """
-    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
-    ip, iq = eye - p, eye - q
-    top = torch.stack([p @ q, p @ iq], dim=-1)
-    bottom = torch.stack([ip @ q, ip @ iq], dim=-1)
-    return torch.stack([top, bottom], dim=-2)
+    tp = (taps @ v) @ v.mT
+    slot = 2 * (3 - dim)  # F.pad lists (left, right) pairs from the last dim
+    after, before = [0] * 8, [0] * 8
+    after[slot + 1] = 1
+    before[slot] = 1
+    return F.pad(tp, after) + F.pad(taps - tp, before)
 
 
 class BCOPKernel(CachedParametrization):
@@ -112,14 +101,12 @@ class BCOPKernel(CachedParametrization):
 
     def build(self, raw: torch.Tensor) -> torch.Tensor:
         h, v = self._orthonormal_factors(raw)
-        kernel = h[:, :, None, None]
+        taps = h[None, None]  # (1, 1, c, c)
         if v is not None:
-            proj = v @ v.mT
-            blocks = _block_kernels(proj[0::2], proj[1::2])
-            kernel = blocks[0]
-            for block in blocks[1:]:
-                kernel = compose_kernels(kernel, block)
-            kernel = torch.einsum("om,miab->oiab", h, kernel)
+            for i in range(self.kernel_size - 1):
+                taps = _times_projector_factor(taps, v[2 * i], dim=0)
+                taps = _times_projector_factor(taps, v[2 * i + 1], dim=1)
+        kernel = taps.permute(2, 3, 0, 1)  # (out, in, kh, kw)
         return kernel[: self.out_channels, : self.in_channels].contiguous()
 
 

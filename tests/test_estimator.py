@@ -257,3 +257,12 @@ def test_crosscheck_gaussian_mixtures_is_tight_and_sound(d):
     assert res.ratio >= 0.97
     neural = wdist.crosscheck(x, y, critic="mlp", steps=400, progress=False)
     assert neural.sound and neural.ratio > 0.5
+
+
+def test_resuming_a_converged_run_does_not_train_again(tmp_path):
+    x, y = _shifted_gaussians(300, 2, shift=0.5)
+    kwargs = dict(critic="linear", eval_every=10, progress=False, checkpoint=tmp_path)
+    first = wdist.estimate_w1(x, y, **kwargs)
+    assert first.stopped == "converged"
+    again = wdist.estimate_w1(x, y, resume=True, **kwargs)
+    assert again.value == first.value and again.steps == first.steps

@@ -178,6 +178,10 @@ class CriticTrainer:
         desc: str = "training critic",
     ) -> None:
         cfg, s = self.cfg, self.state
+        if s.stopped == "converged":  # resumed from a checkpoint written at convergence
+            self.critic.load_state_dict(self.best_params)
+            self.critic.eval()
+            return
         xs = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
         ys = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
         self.critic.train()

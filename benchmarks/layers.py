@@ -27,6 +27,8 @@ from torch import nn
 
 from wdist.nn import BCOPConv2d, retract_
 
+from _markdown import publish
+
 SHAPES = [  # (channels, size, batch)
     (64, 32, 128),
     (256, 8, 64),
@@ -82,27 +84,15 @@ def main() -> None:
     args = parser.parse_args()
     shapes, repeats = (QUICK_SHAPES, 5) if args.quick else (SHAPES, 5)
     rows = [measure(*shape, repeats) for shape in shapes]
-    lines = [
-        "# BCOPConv2d vs nn.Conv2d (k=3, circular padding)",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Command: `python benchmarks/layers.py"
-        f"{' --quick' if args.quick else ''}`. Best of 3 runs of {repeats} steps.",
-        "",
-        "| channels | size | batch | Conv2d train ms | BCOP train ms | train ratio | Conv2d eval ms | BCOP eval ms | eval ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['channels']} | {r['size']}x{r['size']} | {r['batch']} | {1e3 * r['conv_train']:.1f} | "
-            f"{1e3 * r['bcop_train']:.1f} | {r['train_ratio']:.2f}x | {1e3 * r['conv_eval']:.1f} | "
-            f"{1e3 * r['bcop_eval']:.1f} | {r['eval_ratio']:.2f}x |"
-        )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-
+    notes = (f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads. Command: `python benchmarks/layers.py"
+             f"{' --quick' if args.quick else ''}`. Best of 3 runs of {repeats} steps.")
+    header = ["channels", "size", "batch", "Conv2d train ms", "BCOP train ms", "train ratio",
+              "Conv2d eval ms", "BCOP eval ms", "eval ratio"]
+    cells = [[str(r["channels"]), f"{r['size']}x{r['size']}", str(r["batch"]), f"{1e3 * r['conv_train']:.1f}",
+              f"{1e3 * r['bcop_train']:.1f}", f"{r['train_ratio']:.2f}x", f"{1e3 * r['conv_eval']:.1f}",
+              f"{1e3 * r['bcop_eval']:.1f}", f"{r['eval_ratio']:.2f}x"] for r in rows]
+    publish(args.out, "BCOPConv2d vs nn.Conv2d (k=3, circular padding)", notes, header, cells)
 
 if __name__ == "__main__":
     main()

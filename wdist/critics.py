@@ -14,7 +14,7 @@ import torch
 
 from .nn import BCOPConv2d, BjorckLinear, DistanceMin, InvertibleDownsample, MaxMin
 
-__all__ = ["build_critic", "auto_candidates", "CRITICS", "bcop_critic", "mlp_critic", "linear_critic"]
+__all__ = ["build_critic", "check_critic_name", "auto_candidates", "CRITICS", "bcop_critic", "mlp_critic", "linear_critic"]
 
 
 def linear_critic(shape: tuple[int, ...]) -> nn.Sequential:
@@ -115,10 +115,15 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     return ["bcop" if len(shape) == 3 else "mlp", "linear", "anchors"]
 
 
-def build_critic(name: str, shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Module:
-    """Critic ``name`` for samples of ``shape`` (``anchors``: for the anchors critic)."""
+def check_critic_name(name: str) -> None:
+    """Raise ``ValueError`` naming the choices for an unknown critic name."""
     if name not in CRITICS:
         raise ValueError(f"critic: unknown name {name!r}; choose from 'auto', {', '.join(map(repr, CRITICS))}")
+
+
+def build_critic(name: str, shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Module:
+    """Critic ``name`` for samples of ``shape`` (``anchors``: for the anchors critic)."""
+    check_critic_name(name)
     if name == "anchors":
         return anchor_critic(shape, anchors)
     return CRITICS[name](shape)

@@ -43,17 +43,8 @@ class Samples:
             return self.data[0]
         return _to_tensor(_strip_label(self.data[0]), self.name)
 
-    def batches(
-        self,
-        indices: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """One pass over ``indices`` in batches of float32 samples."""
-        if shuffle:
-            indices = indices[torch.randperm(len(indices), generator=generator)]
+    def batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        """One pass over ``indices``, in order, in batches of samples."""
         if self.in_memory:
             for start in range(0, len(indices), batch_size):
                 yield self.data[indices[start : start + batch_size]]

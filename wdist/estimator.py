@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .critics import CRITICS, DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic
+from .critics import DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic, check_critic_name
 from .data import Samples, as_samples
 from .lipschitz import lipschitz_bound
 from .training import CriticTrainer, TrainConfig, critic_values, gap_statistics
@@ -145,8 +145,7 @@ def _candidates(critic: str | nn.Module, shape: tuple[int, ...]) -> list[str | n
         raise ValueError(f"critic: expected a name or an nn.Module, got {type(critic).__name__}")
     if critic == "auto":
         return auto_candidates(shape)
-    if critic not in CRITICS:
-        raise ValueError(f"critic: unknown name {critic!r}; choose from 'auto', {', '.join(map(repr, CRITICS))}")
+    check_critic_name(critic)  # before any training
     return [critic]
 
 

@@ -108,10 +108,12 @@ def exact_w1(x, y, *, max_points: int = DEFAULT_MAX_POINTS, force: bool = False)
 
 def noise_floor(x, *, seed: int = 0, max_points: int = DEFAULT_MAX_POINTS, force: bool = False) -> float:
     """Exact W1 between two random halves of ``x``: the sampling bias of the exact value."""
-    xs = as_samples(x, "x", dtype=torch.float64)
-    if len(xs) < 4:
-        raise ValueError(f"x: need at least 4 samples for a noise floor, got {len(xs)}")
-    a = _as_matrix(xs)
+    return _noise_floor_from_array(_as_matrix(as_samples(x, "x", dtype=torch.float64)), seed, max_points, force)
+
+
+def _noise_floor_from_array(a: np.ndarray, seed: int, max_points: int, force: bool) -> float:
+    if len(a) < 4:
+        raise ValueError(f"x: need at least 4 samples for a noise floor, got {len(a)}")
     perm = np.random.default_rng(seed).permutation(len(a))
     half = len(a) // 2
     _check_size(half, half, max_points, force)
@@ -175,8 +177,9 @@ def crosscheck(
 
     xs, ys = _exact_samples(x, y)
     _check_size(len(xs), len(ys), max_points, force)
-    exact = _exact_from_arrays(_as_matrix(xs), _as_matrix(ys))
-    floor = noise_floor(xs.data if xs.in_memory else x, seed=seed, max_points=max_points, force=force)
+    a = _as_matrix(xs)  # read once: for image folders this decodes every file
+    exact = _exact_from_arrays(a, _as_matrix(ys))
+    floor = _noise_floor_from_array(a, seed, max_points, force)
     res = estimate_w1(xs.data if xs.in_memory else x, ys.data if ys.in_memory else y, critic=critic,
                       steps=steps, holdout=0.0, seed=seed, progress=progress, **estimate_kwargs)
     value = res.value

@@ -161,11 +161,15 @@ class CriticTrainer:
         self.state = _State(**state["progress"], history=list(state["history"]))
 
     # -- training ------------------------------------------------------------
-    def validation_gap(self) -> tuple[float, float]:
+    def gap(self, indices: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+        """(gap, standard error) of the current critic on the given x and y indices."""
         bs = max(self.cfg.batch_size, 256)
-        fx = critic_values(self.critic, self.x, self.val_idx[0], bs, self.device)
-        fy = critic_values(self.critic, self.y, self.val_idx[1], bs, self.device)
+        fx = critic_values(self.critic, self.x, indices[0], bs, self.device)
+        fy = critic_values(self.critic, self.y, indices[1], bs, self.device)
         return gap_statistics(fx, fy)
+
+    def validation_gap(self) -> tuple[float, float]:
+        return self.gap(self.val_idx)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # OpenMP pool the size of the machine unless the caller says otherwise.
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install bench-install demo test test-fast clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# Optional: the packages benchmarks/ compares against (not needed by tests).
+bench-install: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 
 demo: $(STAMP)
 	$(VENV)/bin/wdist demo --out demo-output

@@ -2,11 +2,14 @@
 
 For each (channels, image size, batch) it times, in one process and one run:
 
-* train step: forward + backward (+ kernel construction for BCOP, + the
-  retraction wdist's trainer applies after each optimiser step);
+* train step: forward + backward + Adam step (+ kernel construction for
+  BCOP, + the retraction wdist's trainer applies after each optimiser step);
 * eval forward: BCOP uses its cached kernel.
 
-and prints the ratios BCOP / Conv2d.  Run alone (two torch processes on two
+and prints the ratios against Conv2d.  When installed (``make bench-install``),
+orthogonium's ``AdaptiveOrthoConv2d`` (AOC, Boissin et al. 2025) and
+deel-torchlip's ``SpectralConv2d`` are timed the same way, side by side, and
+the BCOP / AOC train ratio is reported (< 1: wdist is faster).  Run alone (two torch processes on two
 cores slow each other down by up to 50x):
 
     .venv/bin/python benchmarks/layers.py            # full table
@@ -25,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wdist.nn import BCOPConv2d, retract_
+from wdist.critics import bcop_critic
+from wdist.nn import BCOPConv2d, BjorckLinear, retract_
 
 from _markdown import publish
 
@@ -35,6 +39,9 @@ SHAPES = [  # (channels, size, batch)
     (512, 4, 64),
 ]
 QUICK_SHAPES = [(64, 16, 32), (256, 4, 16)]
+#: Full critic step: the default image critic on (3, 32, 32) images, batch per side.
+CRITIC_SHAPES = [((3, 32, 32), 256)]
+QUICK_CRITIC_SHAPES = [((3, 16, 16), 64)]
 
 
 def _time(fn, repeats: int) -> float:
@@ -59,21 +66,81 @@ def _train_step(layer: nn.Module, x: torch.Tensor, opt: torch.optim.Optimizer, r
     return step
 
 
+def _other_layers(channels: int) -> dict[str, nn.Module]:
+    """Optional comparisons: skipped (with a note) when the package is missing."""
+    layers: dict[str, nn.Module] = {}
+    try:
+        from orthogonium.layers.conv.AOC import AdaptiveOrthoConv2d
+
+        layers["aoc"] = AdaptiveOrthoConv2d(channels, channels, 3, padding="same", padding_mode="circular")
+    except ImportError:
+        pass
+    try:
+        from deel.torchlip import SpectralConv2d
+
+        layers["torchlip"] = SpectralConv2d(channels, channels, 3, padding=1, padding_mode="circular")
+    except ImportError:
+        pass
+    return layers
+
+
 def measure(channels: int, size: int, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch, channels, size, size)
-    plain = nn.Conv2d(channels, channels, 3, padding="same", padding_mode="circular")
-    bcop = BCOPConv2d(channels, channels, 3)
+    layers = {
+        "conv": (nn.Conv2d(channels, channels, 3, padding="same", padding_mode="circular"), False),
+        "bcop": (BCOPConv2d(channels, channels, 3), True),
+    }
+    layers.update({name: (layer, False) for name, layer in _other_layers(channels).items()})
     row = {"channels": channels, "size": size, "batch": batch}
-    for name, layer, retract in (("conv", plain, False), ("bcop", bcop, True)):
+    for name, (layer, retract) in layers.items():
         layer.train()
         opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
         row[f"{name}_train"] = _time(_train_step(layer, x, opt, retract), repeats)
         layer.eval()
         with torch.no_grad():
             row[f"{name}_eval"] = _time(lambda: layer(x), repeats)
-    row["train_ratio"] = row["bcop_train"] / row["conv_train"]
-    row["eval_ratio"] = row["bcop_eval"] / row["conv_eval"]
+    for name in layers:
+        row[f"{name}_train_ratio"] = row[f"{name}_train"] / row["conv_train"]
+        row[f"{name}_eval_ratio"] = row[f"{name}_eval"] / row["conv_eval"]
+    row["train_ratio"], row["eval_ratio"] = row["bcop_train_ratio"], row["bcop_eval_ratio"]
+    return row
+
+
+def unconstrained_twin(critic: nn.Sequential) -> nn.Sequential:
+    """The same architecture with plain nn.Conv2d / nn.Linear in place of the certified layers."""
+    layers = []
+    for layer in critic:
+        if isinstance(layer, BCOPConv2d):
+            layer = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding="same",
+                              padding_mode=layer.padding_mode)
+        elif isinstance(layer, BjorckLinear):
+            layer = nn.Linear(layer.in_features, layer.out_features)
+        layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+def measure_critic(shape: tuple[int, int, int], batch: int, repeats: int) -> dict:
+    """One training step of the trainer (both sides in one forward, Adam, retraction)."""
+    torch.manual_seed(0)
+    x = torch.rand(2 * batch, *shape)
+    certified = bcop_critic(shape)
+    row = {"shape": shape, "batch": batch}
+    for name, critic, retract in (("plain", unconstrained_twin(certified), False), ("bcop", certified, True)):
+        opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+
+        def step(critic=critic, opt=opt, retract=retract):
+            out = critic(x).reshape(-1)
+            gap = out[:batch].mean() - out[batch:].mean()
+            opt.zero_grad(set_to_none=True)
+            (-gap).backward()
+            opt.step()
+            if retract:
+                retract_(critic)
+
+        critic.train()
+        row[f"{name}_train"] = _time(step, repeats)
+    row["ratio"] = row["bcop_train"] / row["plain_train"]
     return row
 
 
@@ -92,7 +159,34 @@ def main() -> None:
     cells = [[str(r["channels"]), f"{r['size']}x{r['size']}", str(r["batch"]), f"{1e3 * r['conv_train']:.1f}",
               f"{1e3 * r['bcop_train']:.1f}", f"{r['train_ratio']:.2f}x", f"{1e3 * r['conv_eval']:.1f}",
               f"{1e3 * r['bcop_eval']:.1f}", f"{r['eval_ratio']:.2f}x"] for r in rows]
-    publish(args.out, "BCOPConv2d vs nn.Conv2d (k=3, circular padding)", notes, header, cells)
+    others = [name for name in ("aoc", "torchlip") if f"{name}_train" in rows[0]]
+    if others:
+        labels = {"aoc": "orthogonium AOC", "torchlip": "deel-torchlip SpectralConv2d"}
+        header += [f"{labels[n]} train / eval ratio" for n in others] + ["BCOP / AOC train"] * ("aoc" in others)
+        for cell, r in zip(cells, rows):
+            cell += [f"{r[f'{n}_train_ratio']:.2f}x / {r[f'{n}_eval_ratio']:.2f}x" for n in others]
+            if "aoc" in others:
+                cell.append(f"{r['bcop_train'] / r['aoc_train']:.2f}")
+        notes += " Ratios are against nn.Conv2d measured in the same run."
+    else:
+        notes += " orthogonium / deel-torchlip not installed (`make bench-install`): comparison skipped."
+    for r in rows:
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    text = publish(args.out, "BCOPConv2d vs nn.Conv2d and other orthogonal convolutions (k=3, circular padding)",
+                   notes, header, cells)
+    critics = [measure_critic(*shape, repeats) for shape in (QUICK_CRITIC_SHAPES if args.quick else CRITIC_SHAPES)]
+    critic_cells = [["x".join(map(str, r["shape"])), f"{r['batch']} + {r['batch']}", f"{1e3 * r['plain_train']:.1f}",
+                     f"{1e3 * r['bcop_train']:.1f}", f"{r['ratio']:.2f}x"] for r in critics]
+    text += "\n" + publish(
+        args.out.with_name(args.out.stem + "-critic.md"),
+        "Default image critic (wdist.critics.bcop_critic): full training step vs the same network unconstrained",
+        "Forward over both sides' batches, backward, Adam step; the certified critic also retracts its "
+        "free parameters (as wdist's trainer does). The unconstrained twin has nn.Conv2d / nn.Linear of "
+        "the same shapes and the same MaxMin activations.",
+        ["sample shape", "batch", "unconstrained ms", "certified ms", "ratio"], critic_cells)
+    args.out.write_text(text)
+    args.out.with_name(args.out.stem + "-critic.md").unlink()
+
 
 if __name__ == "__main__":
     main()

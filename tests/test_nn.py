@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import wdist
-from wdist.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort, InvertibleDownsample, MaxMin
+from wdist.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort, InvertibleDownsample, MaxMin, retract_
 from wdist.nn.bjorck import bjorck_orthonormalize
 
 from helpers import circular_conv_singular_values, power_iteration_norm
@@ -258,3 +258,36 @@ def test_state_dict_round_trips():
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_projector_factor_backward_matches_finite_differences(dim):
+    """The hand-written backward of the kernel-build step against float64 gradcheck."""
+    from wdist.nn.bcop import _ProjectorFactor
+
+    gen = torch.Generator().manual_seed(dim)
+    taps = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    v = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64, generator=gen))[0].requires_grad_()
+    assert torch.autograd.gradcheck(lambda t, u: _ProjectorFactor.apply(t, u, dim), (taps, v))
+
+
+def test_retraction_keeps_the_kernel_and_makes_the_next_build_free():
+    """retract_ changes the free parameters, not the kernel; the next build needs no Björck step."""
+    from wdist.nn import bjorck
+
+    torch.manual_seed(0)
+    layer = BCOPConv2d(16, 16, 3)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    layer(torch.randn(4, 16, 8, 8)).square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        before = layer.weight.clone()
+        retract_(layer)
+        after = layer.weight.clone()
+    torch.testing.assert_close(after, before, atol=2e-5, rtol=0)
+    raw = layer.parametrizations.weight.original
+    h, v = raw[0], raw[1:, :, : layer.kernel_builder.rank]
+    for m in (h, v):
+        gram = m.mT @ m
+        scaled = gram / bjorck._gram_bound(gram)
+        assert float((scaled - torch.eye(m.shape[-1])).abs().amax()) <= bjorck.DEFAULT_BJORCK_TOL

@@ -41,6 +41,11 @@ class CachedParametrization(nn.Module):
         """
         return raw
 
+    def project_(self, raw: torch.Tensor) -> torch.Tensor:
+        """In place: ``raw.copy_(self.project(raw))``; subclasses may avoid the copy."""
+        with torch.no_grad():
+            return raw.copy_(self.project(raw))
+
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
         if self.training:
             self._cache = None

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize
+from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
 
 __all__ = ["BjorckLinear", "BjorckWeight"]
@@ -24,7 +24,7 @@ class BjorckWeight(CachedParametrization):
         return bjorck_orthonormalize(raw, self.iters, self.tol)
 
     def project(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.build(raw)
+        return bjorck_project(raw)
 
 
 class BjorckLinear(nn.Linear):

@@ -28,5 +28,5 @@ def retract_(module: nn.Module) -> nn.Module:
         for plist in parametrizations.values():
             builder = plist[0]
             if isinstance(builder, CachedParametrization):
-                plist.original.copy_(builder.project(plist.original))
+                builder.project_(plist.original)
     return module

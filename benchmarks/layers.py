@@ -9,7 +9,11 @@ For each (channels, image size, batch) it times, in one process and one run:
 and prints the ratios against Conv2d.  When installed (``make bench-install``),
 orthogonium's ``AdaptiveOrthoConv2d`` (AOC, Boissin et al. 2025) and
 deel-torchlip's ``SpectralConv2d`` are timed the same way, side by side, and
-the BCOP / AOC train ratio is reported (< 1: wdist is faster).  Run alone (two torch processes on two
+the BCOP / AOC train ratio is reported (< 1: wdist is faster).  The Conv2d
+baseline pads with the same code as BCOPConv2d (``wdist.nn.circular_pad``,
+whose backward is 4x cheaper than torch's circular ``F.pad`` at 512 x 32 x
+32 x 32), so every ratio isolates the cost of the constraint; AOC and
+deel-torchlip pad with torch's own.  Run alone (two torch processes on two
 cores slow each other down by up to 50x):
 
     .venv/bin/python benchmarks/layers.py            # full table
@@ -42,6 +46,12 @@ QUICK_SHAPES = [(64, 16, 32), (256, 4, 16)]
 #: Full critic step: the default image critic on (3, 32, 32) images, batch per side.
 CRITIC_SHAPES = [((3, 32, 32), 256)]
 QUICK_CRITIC_SHAPES = [((3, 16, 16), 64)]
+
+
+class _CircularConv2d(nn.Conv2d):
+    """nn.Conv2d with wdist's circular padding (cheaper backward than torch's): a fair baseline."""
+
+    _conv_forward = BCOPConv2d._conv_forward
 
 
 def _time(fn, repeats: int) -> float:
@@ -88,7 +98,7 @@ def measure(channels: int, size: int, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch, channels, size, size)
     layers = {
-        "conv": (nn.Conv2d(channels, channels, 3, padding="same", padding_mode="circular"), False),
+        "conv": (_CircularConv2d(channels, channels, 3, padding="same", padding_mode="circular"), False),
         "bcop": (BCOPConv2d(channels, channels, 3), True),
     }
     layers.update({name: (layer, False) for name, layer in _other_layers(channels).items()})
@@ -108,12 +118,16 @@ def measure(channels: int, size: int, batch: int, repeats: int) -> dict:
 
 
 def unconstrained_twin(critic: nn.Sequential) -> nn.Sequential:
-    """The same architecture with plain nn.Conv2d / nn.Linear in place of the certified layers."""
+    """The same architecture with plain convolutions / nn.Linear in place of the certified layers.
+
+    The convolutions pad exactly like BCOPConv2d (same padding code), so the
+    ratio isolates the cost of the constraint.
+    """
     layers = []
     for layer in critic:
         if isinstance(layer, BCOPConv2d):
-            layer = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding="same",
-                              padding_mode=layer.padding_mode)
+            layer = _CircularConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding="same",
+                                    padding_mode=layer.padding_mode)
         elif isinstance(layer, BjorckLinear):
             layer = nn.Linear(layer.in_features, layer.out_features)
         layers.append(layer)

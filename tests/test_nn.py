@@ -291,3 +291,31 @@ def test_retraction_keeps_the_kernel_and_makes_the_next_build_free():
         gram = m.mT @ m
         scaled = gram / bjorck._gram_bound(gram)
         assert float((scaled - torch.eye(m.shape[-1])).abs().amax()) <= bjorck.DEFAULT_BJORCK_TOL
+
+
+def test_maxmin_backward_is_a_permutation_of_the_output_gradient_ties_included():
+    """MaxMin's gradient: each output gradient goes to the input it came from, also on ties."""
+    x = torch.tensor([[3.0, 1.0, -2.0, 5.0, 4.0, 4.0]], requires_grad=True)
+    y = MaxMin()(x)
+    assert y.tolist() == [[3.0, 1.0, 5.0, -2.0, 4.0, 4.0]]
+    g = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]])
+    (grad,) = torch.autograd.grad(y, x, g)
+    assert grad.tolist() == [[10.0, 20.0, 40.0, 30.0, 50.0, 60.0]]
+    x64 = torch.randn(3, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(MaxMin(), (x64,))
+    assert torch.autograd.gradgradcheck(MaxMin(), (x64,))
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 1, 0, 1), (1, 0, 1, 0), (2, 1, 0, 3)])
+def test_circular_pad_matches_torch_values_and_gradients(pad):
+    from wdist.nn import circular_pad
+
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    expected = F.pad(x, pad, mode="circular")
+    assert torch.equal(circular_pad(x, pad), expected)
+    g = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(circular_pad(x, pad), x, g)[0],
+                               torch.autograd.grad(expected, x, g)[0])
+    assert torch.autograd.gradgradcheck(lambda t: circular_pad(t, pad), (x,))
+    with pytest.raises(ValueError, match="larger than"):
+        circular_pad(x, (5, 0, 0, 0))

@@ -3,6 +3,7 @@
 from .activations import FullSort, GroupSort, MaxMin
 from .bcop import BCOPConv2d
 from .bjorck import bjorck_orthonormalize
+from .padding import circular_pad
 from .distance import DistanceMin
 from .downsample import InvertibleDownsample
 from .linear import BjorckLinear
@@ -17,5 +18,6 @@ __all__ = [
     "InvertibleDownsample",
     "DistanceMin",
     "bjorck_orthonormalize",
+    "circular_pad",
     "retract_",
 ]

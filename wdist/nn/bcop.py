@@ -74,6 +74,9 @@ class _ProjectorFactor(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         taps, v, tv = ctx.saved_tensors
         dim, n, c, r = ctx.dim, taps.shape[ctx.dim], v.shape[0], v.shape[1]
+        # The last factor receives the kernel gradient through the (out, in, kh, kw)
+        # permutation: one transposing copy, then every pass below is contiguous.
+        grad = grad.contiguous()
         d = grad.narrow(dim, 0, n) - grad.narrow(dim, 1, n)
         d_flat = d.reshape(-1, c)
         dv = d_flat @ v

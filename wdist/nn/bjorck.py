@@ -37,12 +37,19 @@ import torch
 __all__ = ["bjorck_orthonormalize", "bjorck_project", "DEFAULT_BJORCK_ITERS", "DEFAULT_BJORCK_TOL"]
 
 DEFAULT_BJORCK_ITERS = 50
-#: Stop once max |W^T W - I| <= tol: every singular value in [1 - tol, 1].
-#: float32 rounding alone leaves max |W^T W - I| at 1e-7..5e-6 for 64..512
-#: columns, so a tighter tolerance would iterate without any gain.
-DEFAULT_BJORCK_TOL = 1e-5
-#: Retraction tolerance (unscaled iterate, float32 floor ~2.5e-7).
-PROJECT_TOL = 1e-6
+#: Stop once max |W^T W - I| <= tol: singular values in about [1 - tol, 1]
+#: (0.9998..1: norm preservation to 2e-4, far below the statistical error of
+#: any estimate).  The certified scale itself inflates |W^T W - I| by the row
+#: sums of the off-diagonal rounding noise (~1e-5 at 512 columns), so a
+#: tolerance near float32 precision would iterate on every forward pass.
+DEFAULT_BJORCK_TOL = 2e-4
+#: Retraction target for rho = ||W^T W - I||_inf (a bound on |s^2 - 1|; float32
+#: floor ~1e-5 at 512 columns), checked or predicted: an iteration maps rho to
+#: at most about 0.75 rho^2 (measured after Adam steps at 512 columns: 0.1
+#: rho^2), so the loop stops as soon as the prediction is below the target.
+#: The next certified forward pass then sees max |W^T W - I| ~1e-5 << its
+#: tolerance and runs no iteration.
+PROJECT_TOL = 1e-3
 #: Unscaled Björck converges for singular values in (0, sqrt(3)); scale first
 #: whenever the Gram bound allows singular values above sqrt(2.5).
 _PROJECT_MAX_GRAM = 2.5
@@ -139,7 +146,7 @@ def bjorck_project(w: torch.Tensor, iters: int = 30, tol: float = PROJECT_TOL) -
         # s^2 - 1 = e maps to about -(3/4) e^2: when that is below the tolerance,
         # skip the Gram product that would only confirm it (the next certified
         # forward pass checks anyway and iterates if needed).
-        if 0.75 * rho * rho * (1 + rho) <= tol / 4:
+        if 0.75 * rho * rho * (1 + rho) <= tol:
             break
         gram = w.mT @ w
     return (w.mT if wide else w).to(dtype)

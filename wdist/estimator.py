@@ -89,7 +89,8 @@ class W1Result:
         return json.loads(json.dumps(d))
 
     def summary(self) -> str:
-        """The parseable one-line result."""
+        """The parseable one-line result (plus a ``note:`` line for critics that are
+        not Lipschitz-constrained by construction)."""
         pct = round(100 * self.confidence)
         line = (f"W1: {self.value:.6g}  {pct}% CI [{self.lower:.6g}, {self.upper:.6g}]  "
                 f"Lipschitz <= {self.lipschitz:.6g}")

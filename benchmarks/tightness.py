@@ -17,11 +17,11 @@ with it:
 
 Certified Lipschitz bounds above 1 + 1e-4 are flagged in red (and with "!").
 The uncertified gap (the critic's own gap, before the division) is reported
-beside it: for OSSN and WGAN-GP it is what their papers report.
+beside it: for OSSN and WGAN-GP it is the number a run without certification would report.
 
-    .venv/bin/python benchmarks/tightness.py            # all cases, ~20 min on 2 cores, 1 thread
+    .venv/bin/python benchmarks/tightness.py            # all cases, ~8 min on one thread (measured 454 s)
     .venv/bin/python benchmarks/tightness.py --case digits   # one case, merged with the saved others
-    .venv/bin/python benchmarks/tightness.py --quick    # ~2 min
+    .venv/bin/python benchmarks/tightness.py --quick    # ~1 min (measured 47 s)
 
 Results: benchmarks/results/tightness.md, .png and .json (the rows;
 ``--case`` runs update it) (``--quick``: tightness-quick.*).

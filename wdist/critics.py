@@ -1,20 +1,28 @@
-"""Certified critics, selectable by name in :func:`wdist.estimate_w1`.
+"""Critics, selectable by name in :func:`wdist.estimate_w1`.
 
 Every critic is an ``nn.Sequential`` of layers that :func:`wdist.lipschitz_bound`
-certifies.
+certifies.  Most are 1-Lipschitz by construction; the baselines ``"ossn"``
+(spectral normalization of the reshaped kernel) and ``"wgan-gp"`` (gradient
+penalty) are not, and are certified by their measured constant
+(:func:`lipschitz_by_construction` tells them apart).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 from torch import nn
 
 import torch
 
-from .nn import BCOPConv2d, BjorckLinear, DistanceMin, InvertibleDownsample, MaxMin
+from .nn import BCOPConv2d, BjorckLinear, DistanceMin, InvertibleDownsample, MaxMin, OSSNConv2d, RKOConv2d
 
-__all__ = ["build_critic", "check_critic_name", "auto_candidates", "CRITICS", "bcop_critic", "mlp_critic", "linear_critic"]
+__all__ = [
+    "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "bcop_critic", "rko_critic",
+    "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic", "GradientPenaltyCritic",
+    "lipschitz_by_construction",
+]
 
 
 def linear_critic(shape: tuple[int, ...]) -> nn.Sequential:
@@ -24,7 +32,11 @@ def linear_critic(shape: tuple[int, ...]) -> nn.Sequential:
 
 
 def mlp_critic(shape: tuple[int, ...], width: int = 256, depth: int = 3) -> nn.Sequential:
-    """Björck/MaxMin MLP on flattened inputs (Anil et al., ICML 2019)."""
+    """Björck/MaxMin MLP on flattened inputs (Anil et al., ICML 2019).
+
+    Works on vectors and on images alike: ``nn.Flatten`` turns a (C, H, W)
+    image into its C*H*W pixel values (the L2 geometry is unchanged).
+    """
     layers: list[nn.Module] = [nn.Flatten()]
     d = _numel(shape)
     for _ in range(depth):
@@ -34,38 +46,135 @@ def mlp_critic(shape: tuple[int, ...], width: int = 256, depth: int = 3) -> nn.S
     return nn.Sequential(*layers)
 
 
+def _conv_critic(
+    shape: tuple[int, ...],
+    conv: Callable[[int, int, int], nn.Module],
+    activation: Callable[[], nn.Module],
+    linear: Callable[[int, int], nn.Module],
+    width: int,
+    max_channels: int,
+    head_width: int,
+    kernel_size: int,
+) -> list[nn.Module]:
+    """Layers of the convolutional critic shared by the BCOP, RKO, OSSN and WGAN-GP critics.
+
+    conv + activation blocks; pixel unshuffle halves the resolution (x4
+    channels, orthogonal) while the spatial size is even and > 4; the channels
+    double per stage up to ``max_channels``; a two-layer dense head reaches a
+    scalar.  Only the layer types differ between the critics, so their
+    tightness can be compared like for like.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"convolutional critic needs (C, H, W) images, got sample shape {shape}")
+    channels, height, width_px = shape
+    layers: list[nn.Module] = [conv(channels, width, kernel_size), activation()]
+    c = width
+    while height > 4 and width_px > 4 and height % 2 == 0 and width_px % 2 == 0:
+        layers.append(InvertibleDownsample(2))
+        height, width_px = height // 2, width_px // 2
+        out = min(2 * c, max_channels)
+        layers += [conv(4 * c, out, kernel_size), activation()]
+        c = out
+    layers += [nn.Flatten(), linear(c * height * width_px, head_width), activation(), linear(head_width, 1)]
+    return layers
+
+
 def bcop_critic(
     shape: tuple[int, ...],
     width: int = 32,
     max_channels: int = 256,
     head_width: int = 256,
     kernel_size: int = 3,
+    activation: Callable[[], nn.Module] = MaxMin,
 ) -> nn.Sequential:
     """Convolutional critic in the spirit of the BCOP paper's WDE critic.
 
-    BCOP convolution + MaxMin blocks; pixel unshuffle halves the resolution
-    (x4 channels, orthogonal) while the spatial size is even and > 4; the
-    channels double per stage up to ``max_channels``; a Björck/MaxMin dense head
-    reaches a scalar.  Every layer is certified by :func:`wdist.lipschitz_bound`.
+    BCOP convolution + MaxMin blocks with pixel-unshuffle downsampling and a
+    Björck/MaxMin dense head (see :func:`_conv_critic`).  Every layer is
+    certified by :func:`wdist.lipschitz_bound`.
     """
-    if len(shape) != 3:
-        raise ValueError(f"bcop critic needs (C, H, W) images, got sample shape {shape}")
-    channels, height, width_px = shape
-    layers: list[nn.Module] = [BCOPConv2d(channels, width, kernel_size), MaxMin()]
-    c = width
-    while height > 4 and width_px > 4 and height % 2 == 0 and width_px % 2 == 0:
-        layers.append(InvertibleDownsample(2))
-        height, width_px = height // 2, width_px // 2
-        out = min(2 * c, max_channels)
-        layers += [BCOPConv2d(4 * c, out, kernel_size), MaxMin()]
-        c = out
-    layers += [
-        nn.Flatten(),
-        BjorckLinear(c * height * width_px, head_width),
-        MaxMin(),
-        BjorckLinear(head_width, 1),
-    ]
-    return nn.Sequential(*layers)
+    return nn.Sequential(*_conv_critic(shape, BCOPConv2d, activation, BjorckLinear,
+                                       width, max_channels, head_width, kernel_size))
+
+
+def rko_critic(shape: tuple[int, ...], width: int = 32, max_channels: int = 256, head_width: int = 256,
+               kernel_size: int = 3, activation: Callable[[], nn.Module] = MaxMin) -> nn.Sequential:
+    """The BCOP critic's architecture with RKO convolutions (certified, not norm preserving)."""
+    return nn.Sequential(*_conv_critic(shape, RKOConv2d, activation, BjorckLinear,
+                                       width, max_channels, head_width, kernel_size))
+
+
+def ossn_critic(shape: tuple[int, ...], width: int = 32, max_channels: int = 256, head_width: int = 256,
+                kernel_size: int = 3, activation: Callable[[], nn.Module] = MaxMin) -> nn.Sequential:
+    """The BCOP critic's architecture with OSSN convolutions (NOT 1-Lipschitz by construction).
+
+    Its Lipschitz constant is what :func:`wdist.lipschitz_bound` measures
+    (often > 1); :func:`wdist.estimate_w1` divides the gap by it.
+    """
+    return nn.Sequential(*_conv_critic(shape, OSSNConv2d, activation, BjorckLinear,
+                                       width, max_channels, head_width, kernel_size))
+
+
+class GradientPenaltyCritic(nn.Sequential):
+    """Unconstrained critic trained with a gradient penalty (WGAN-GP, Gulrajani et al., 2017).
+
+    :meth:`penalty` is added to the loss by the trainer:
+    ``lambda * E[(||grad f(x_hat)|| - 1)^2]`` at ``x_hat = e x + (1 - e) y``,
+    ``e ~ U[0, 1]`` per pair.  This only *encourages* a unit gradient norm on
+    the interpolates: the network is NOT Lipschitz-constrained, its certified
+    constant (:func:`wdist.lipschitz_bound`, a product of layer norms) is
+    usually far above 1, and the estimate divided by it is a valid but loose
+    bound.
+
+    References
+    ----------
+    Gulrajani, Ahmed, Arjovsky, Dumoulin, Courville. "Improved Training of
+    Wasserstein GANs", NeurIPS 2017.
+    """
+
+    lipschitz_by_construction = False
+
+    def __init__(self, *layers: nn.Module, gp_weight: float = 10.0) -> None:
+        super().__init__(*layers)
+        self.gp_weight = gp_weight
+
+    def penalty(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient penalty at random interpolates of the paired rows of ``x`` and ``y``."""
+        n = min(len(x), len(y))
+        eps = torch.rand((n,) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        x_hat = (eps * x[:n] + (1 - eps) * y[:n]).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self(x_hat).sum(), x_hat, create_graph=True)
+        return self.gp_weight * (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def wgan_gp_critic(shape: tuple[int, ...], width: int = 32, max_channels: int = 256, head_width: int = 256,
+                   kernel_size: int = 3, depth: int = 3) -> GradientPenaltyCritic:
+    """Plain ``nn.Conv2d``/``nn.Linear`` + LeakyReLU(0.2) critic with a gradient penalty.
+
+    Images: the BCOP critic's shapes; vectors: a ``depth``-layer MLP of
+    ``head_width`` units.  Not Lipschitz-constrained (see
+    :class:`GradientPenaltyCritic`).
+    """
+    act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+    if len(shape) == 3:
+        conv = lambda cin, cout, k: nn.Conv2d(cin, cout, k, padding="same", padding_mode="circular")  # noqa: E731
+        return GradientPenaltyCritic(*_conv_critic(shape, conv, act, nn.Linear,
+                                                   width, max_channels, head_width, kernel_size))
+    layers: list[nn.Module] = [nn.Flatten()]
+    d = _numel(shape)
+    for _ in range(depth):
+        layers += [nn.Linear(d, head_width), act()]
+        d = head_width
+    return GradientPenaltyCritic(*layers, nn.Linear(d, 1))
+
+
+def lipschitz_by_construction(critic: nn.Module) -> bool:
+    """False when any part of ``critic`` declares ``lipschitz_by_construction = False``.
+
+    Such critics (OSSN, WGAN-GP) are still certified *after* training by
+    :func:`wdist.lipschitz_bound`; their bound is just not 1 by design.
+    """
+    return all(getattr(m, "lipschitz_by_construction", True) for m in critic.modules())
 
 
 def anchor_critic(shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Sequential:
@@ -96,6 +205,13 @@ def _numel(shape: tuple[int, ...]) -> int:
 CRITICS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
     "bcop": bcop_critic,
     "mlp": mlp_critic,
+    "rko": rko_critic,
+    "ossn": ossn_critic,
+    # ReLU instead of MaxMin: the activation ablation of the BCOP paper.
+    "bcop-relu": partial(bcop_critic, activation=nn.ReLU),
+    "rko-relu": partial(rko_critic, activation=nn.ReLU),
+    "ossn-relu": partial(ossn_critic, activation=nn.ReLU),
+    "wgan-gp": wgan_gp_critic,
     "linear": linear_critic,
     "anchors": anchor_critic,
 }

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .critics import DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic, check_critic_name
+from .critics import (DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic, check_critic_name,
+                      lipschitz_by_construction)
 from .data import Samples, as_samples
 from .lipschitz import lipschitz_bound
 from .training import CriticTrainer, TrainConfig
@@ -88,10 +89,16 @@ class W1Result:
         return json.loads(json.dumps(d))
 
     def summary(self) -> str:
-        """The parseable one-line result."""
+        """The parseable one-line result (plus a ``note:`` line for critics that are
+        not Lipschitz-constrained by construction)."""
         pct = round(100 * self.confidence)
-        return (f"W1: {self.value:.6g}  {pct}% CI [{self.lower:.6g}, {self.upper:.6g}]  "
+        line = (f"W1: {self.value:.6g}  {pct}% CI [{self.lower:.6g}, {self.upper:.6g}]  "
                 f"Lipschitz <= {self.lipschitz:.6g}")
+        if self.settings.get("lipschitz_by_construction") is False:
+            # Baselines (ossn, wgan-gp): the value is still a valid bound, but a loose one.
+            line += (f"\nnote: the {self.settings.get('critic')} critic is not Lipschitz-constrained by "
+                     f"construction; W1 is its gap divided by its measured bound {self.lipschitz:.6g}")
+        return line
 
     def __str__(self) -> str:
         return self.summary()
@@ -197,12 +204,16 @@ def estimate_w1(
         Vectors ``(N, D)`` or images ``(N, C, H, W)`` (``(N, H, W)`` is read as
         one channel); the two sides may have different N.  Values are used as
         given: W1 is in the inputs' L2 units (no hidden normalisation).
-    critic : "auto", "bcop", "mlp", "linear", "anchors" or nn.Module
+    critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
         ``"auto"`` trains the expressive critic (BCOP/MaxMin convolutions for
         images, Björck/MaxMin MLP for vectors), the linear critic and the
         semi-dual anchors critic, and keeps the one with the best *validation*
-        gap (the test split is untouched by the choice).  A module must be
-        certifiable by :func:`wdist.lipschitz_bound`.
+        gap (the test split is untouched by the choice).  Baselines: "rko",
+        "ossn", "wgan-gp" and ReLU variants "bcop-relu", "rko-relu",
+        "ossn-relu"; "ossn" and "wgan-gp" are not 1-Lipschitz by
+        construction (``settings["lipschitz_by_construction"]`` is False and
+        the summary says so).  A module must be certifiable by
+        :func:`wdist.lipschitz_bound`.
     steps : int, optional
         Training steps.  ``None``: up to 4000 with early stopping on the
         validation gap (learning rate /10 twice on plateaus, then stop).
@@ -315,7 +326,8 @@ def estimate_w1(
         stopped=s.stopped,
         seconds=time.perf_counter() - start,
         settings={
-            "critic": critic_name, "max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
+            "critic": critic_name, "lipschitz_by_construction": lipschitz_by_construction(model),
+            "max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "holdout": holdout, "eval_every": cfg.eval_every,
             "early_stop": cfg.early_stop, "device": str(dev), "seed": seed,
             "sample_shape": list(xs.shape),

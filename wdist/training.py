@@ -115,7 +115,8 @@ class CriticTrainer:
     """Maximise ``mean f(x) - mean f(y)`` on the training split, select on validation.
 
     One forward over the concatenated batch of both sides per step (kernels
-    built once per step).  Every ``eval_every`` steps the validation gap is
+    built once per step); a critic that defines ``penalty(x, y) -> Tensor``
+    has it added to the loss.  Every ``eval_every`` steps the validation gap is
     computed; the best critic is kept; on a plateau of ``patience``
     evaluations the learning rate is divided by 10 (``lr_drops`` times), then
     training stops (if ``early_stop``).
@@ -198,8 +199,11 @@ class CriticTrainer:
                 yb = next(ys).to(self.device, non_blocking=True)
                 out = self.critic(torch.cat([xb, yb])).reshape(-1)
                 gap = out[: len(xb)].mean() - out[len(xb) :].mean()
+                loss = -gap
+                if callable(penalty := getattr(self.critic, "penalty", None)):
+                    loss = loss + penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
                 self.optimizer.zero_grad(set_to_none=True)
-                (-gap).backward()
+                loss.backward()
                 self.optimizer.step()
                 retract_(self.critic)
                 s.step += 1

@@ -7,11 +7,15 @@ from .padding import circular_pad
 from .distance import DistanceMin
 from .downsample import InvertibleDownsample
 from .linear import BjorckLinear
+from .ossn import OSSNConv2d
 from .retract import retract_
+from .rko import RKOConv2d
 
 __all__ = [
     "BCOPConv2d",
     "BjorckLinear",
+    "RKOConv2d",
+    "OSSNConv2d",
     "GroupSort",
     "MaxMin",
     "FullSort",

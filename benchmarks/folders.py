@@ -11,7 +11,7 @@ n: wall time of the whole command, peak RSS of that process (``os.wait4``),
 the time inside ``estimate_w1`` (``seconds`` of its JSON), and the ratio
 t(20k) / t(5k).  The step budget is fixed, so training costs the same at
 every n and only the passes over the folders grow with n: time should be
-affine in n, ``a + b n``.
+affine in n, ``a + b n``, and peak RSS far below 2 GB.
 
 A last run of the largest n under cProfile splits the time into
 indexing (every image decoded once up front to validate it), training
@@ -198,16 +198,18 @@ def main() -> None:
     notes = "\n".join([
         f"Machine: {platform.machine()}, torch {torch.__version__}, 1 thread (OMP_NUM_THREADS=1). "
         f"Command: `{cmd}` ({time.perf_counter() - started:.0f} s in all, waits for the lock included; writing the "
-        f"{2 * sizes[-1]} PNGs took {write_s:.0f} s). Each row is one fresh process running "
+        f"{2 * sizes[-1]} PNGs, or reusing them from --workdir, took {write_s:.0f} s). Each row is one fresh process running "
         f"`python -m wdist estimate A B --critic {CRITIC} --steps {STEPS} --seed 0 --quiet --json ...` "
         f"(batch 256 per side, holdout 0.5, evaluation every 100 steps). "
         f"Interpreter start + imports alone (`python -m wdist --version`): {startup:.1f} s.",
         "",
         f"- t({sizes[-1]}) / t({sizes[0]}) = {ratio:.2f} for {sizes[-1] // sizes[0]}x the images; "
-        f"least-squares fit t = {intercept:.1f} s + {slope * 1e3:.2f} ms x n (the fixed part is the "
-        f"{STEPS} training steps, which decode {STEPS} x 2 x 256 images whatever n is).",
+        f"least-squares fit t = {intercept:.1f} s + {slope * 1e3:.2f} ms x n (fixed: start-up and the "
+        f"{STEPS} training steps; growing with n: indexing, which decodes every image once, the first "
+        f"decode of each image used, and the evaluation passes).",
         f"- Peak RSS at most {rss_max / 1e9:.2f} GB ({'within' if rss_max <= RSS_LIMIT else 'ABOVE'} "
-        f"the 2 GB target): images are decoded when a batch needs them, never all held in memory.",
+        f"the 2 GB target): decoded pixels are cached as uint8 (3 kB per 32x32 RGB image, at most "
+        f"512 MiB per folder) and float32 batches are made on demand.",
         f"- cProfile of n = {rows[-1]['n']} (cumulative seconds; profiling inflates Python-heavy parts):",
         *prof_lines,
         "",

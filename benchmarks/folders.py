@@ -17,8 +17,8 @@ A last run of the largest n under cProfile splits the time into
 indexing (every image decoded once up front to validate it), training
 steps, evaluations, and image decoding within each.
 
-    .venv/bin/python benchmarks/folders.py --lock /tmp/wdist-heavy.lock          # ~6 min
-    .venv/bin/python benchmarks/folders.py --quick --lock /tmp/wdist-heavy.lock  # 2 x 2000, ~1 min
+    .venv/bin/python benchmarks/folders.py --lock /tmp/wdist-heavy.lock          # ~2 min
+    .venv/bin/python benchmarks/folders.py --quick --lock /tmp/wdist-heavy.lock  # 2 x 2000, ~35 s
 
 Results: benchmarks/results/folders.md and folders.png.
 """

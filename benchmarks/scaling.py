@@ -24,7 +24,7 @@ pair for the quadratic methods); the skipped sizes get a predicted time and
 memory instead of a measurement, marked as such.
 
     .venv/bin/python benchmarks/scaling.py --lock /tmp/wdist-heavy.lock          # ~25 min
-    .venv/bin/python benchmarks/scaling.py --quick --lock /tmp/wdist-heavy.lock  # ~2 min
+    .venv/bin/python benchmarks/scaling.py --quick --lock /tmp/wdist-heavy.lock  # ~80 s
 
 Results: benchmarks/results/scaling.md and scaling.png.
 """
@@ -269,7 +269,7 @@ def _cells(r: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n up to 2000, short caps (~2 min)")
+    parser.add_argument("--quick", action="store_true", help="n up to 2000, short caps (~80 s)")
     parser.add_argument("--lock", type=Path, default=None,
                         help="measure only while holding an exclusive flock on this file (given back every 8 min)")
     parser.add_argument("--methods", default=",".join(METHODS))

@@ -253,6 +253,23 @@ def test_size_grayscale_and_center_crop(tmp_path):
     assert parse_size("32") == (32, 32) and parse_size("16x24") == (16, 24)
 
 
+def test_image_folder_cache_serves_the_same_pixels_without_rereading(tmp_path):
+    paths = index_folder(write_folder(tmp_path / "a", 4, size=(8, 8)), progress=False).paths
+    cached = ImageFolder(paths, (8, 8))
+    first = [cached[i] for i in range(4)]
+    assert torch.equal(torch.stack(first), load_png_folder(tmp_path / "a"))  # bit-identical to a fresh decode
+    assert cached.cached_bytes == 4 * 3 * 8 * 8  # 8-bit pixels kept as uint8
+    for p in paths:  # change the files: a cached item must not be read again
+        Image.new("RGB", (8, 8), (255, 255, 255)).save(p)
+    assert all(torch.equal(cached[i], first[i]) for i in range(4))
+    assert torch.equal(ImageFolder(paths, (8, 8), cache_bytes=0)[0], torch.ones(3, 8, 8))  # no cache: rereads
+    small = ImageFolder(paths, (8, 8), cache_bytes=2 * 3 * 8 * 8)
+    [small[i] for i in range(4)]
+    assert small.cached_bytes == 2 * 3 * 8 * 8  # the budget is never exceeded
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ImageFolder(paths, (8, 8), cache_bytes=-1)
+
+
 def test_pixel_rules():
     rgba = Image.new("RGBA", (2, 2), (0, 0, 0, 0))  # transparent -> white
     assert np.allclose(image_to_array(rgba, None, grayscale=False), 1.0)

@@ -83,6 +83,15 @@ def test_gap_statistics_closed_form():
     assert se == pytest.approx(float((var_x / 4 + var_y / 3).sqrt()), rel=1e-12)
 
 
+@pytest.mark.parametrize("command", ["exact", "crosscheck"])
+def test_single_process_commands_refuse_torchrun(monkeypatch, tmp_path, command):
+    from test_cli import assert_bad_input, invoke
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    a, b = write_folder(tmp_path / "a", 4, seed=1), write_folder(tmp_path / "b", 4, seed=2)
+    assert_bad_input(invoke(command, a, b), f"wdist {command} runs in one process")
+
+
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

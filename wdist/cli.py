@@ -254,7 +254,8 @@ def _train_options() -> Callable:
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Training steps [default: up to 4000 with early stopping on the validation gap]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Images per side per step [default: min(256, training split)]."),
+                     help="Images per side per step, the global batch split between torchrun processes "
+                          "[default: min(256, training split)]."),
         click.option("--critic", type=click.Choice(["auto", *CRITICS]), default="auto", show_default=True,
                      help="Critic architecture; auto trains several and keeps the best on validation."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),

@@ -280,6 +280,7 @@ def estimate_w1(
         split_x, split_y = _split(len(xs), holdout, gen, "x"), _split(len(ys), holdout, gen, "y")
         candidates = _candidates(critic, xs.shape)
     world = distributed.world_size()
+    progress = progress and distributed.is_main()
     distributed.check_same("x, y and the options of estimate_w1", (
         len(xs), len(ys), xs.shape, seed, steps, batch_size, lr, holdout, confidence, eval_every,
         critic if isinstance(critic, str) else type(critic).__name__))

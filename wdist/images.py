@@ -31,6 +31,7 @@ Rules (the command line documents the same):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -339,7 +340,8 @@ def index_folder(
     """
     with distributed.agreement():  # a folder missing on one machine stops every rank
         paths = find_images(directory, recursive)
-    distributed.check_same(f"{directory}: the list of image files", [str(p) for p in paths])
+    distributed.check_same(f"{directory}: the image files (count, SHA-256 of the paths)",
+                           (len(paths), hashlib.sha256("\0".join(map(str, paths)).encode()).hexdigest()))
     index = FolderIndex(Path(directory))
     for path, (size, mode, error) in zip(paths, _probe_all(paths, max_pixels, num_workers, progress, desc or
                                                            f"checking {directory}")):

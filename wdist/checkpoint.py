@@ -49,12 +49,17 @@ class Checkpointer:
         self.save(trainer)
 
     def save(self, trainer) -> None:
+        """Write the checkpoint (rank 0 only in a process group: all ranks hold the same state)."""
+        from . import distributed
+
+        self._last = trainer.state.step
+        if not distributed.is_main():
+            return
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = {"signature": self._signature(trainer), "trainer": trainer.state_dict()}
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         torch.save(payload, tmp)
         os.replace(tmp, self.path)
-        self._last = trainer.state.step
 
     def restore(self, trainer) -> bool:
         """Load the checkpoint into ``trainer``; False when there is none yet."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,7 +23,7 @@ import click
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .critics import CRITICS
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, FolderIndex, ImageFolder, index_folder
 
@@ -118,20 +120,25 @@ def handle_errors(fn: Callable) -> Callable:
 
 # ------------------------------------------------------------------ output
 class Log:
-    """Notes to stderr (silenced by --quiet), warnings always, results to stdout."""
+    """Notes to stderr (silenced by --quiet), warnings always, results to stdout.
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
+    ``muted``: say nothing at all (ranks other than 0 of a torchrun job).
+    """
+
+    def __init__(self, quiet: bool = False, muted: bool = False) -> None:
+        self.quiet = quiet or muted
+        self.muted = muted
 
     def info(self, message: str) -> None:
         if not self.quiet:
             click.echo(message, err=True)
 
     def warn(self, message: str) -> None:
-        click.echo(f"Warning: {message}", err=True)
+        if not self.muted:
+            click.echo(f"Warning: {message}", err=True)
 
     def result(self, message: str, always: bool = False) -> None:
-        if always or not self.quiet:
+        if (always and not self.muted) or not self.quiet:
             click.echo(message)
 
 
@@ -247,7 +254,8 @@ def _train_options() -> Callable:
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Training steps [default: up to 4000 with early stopping on the validation gap]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Images per side per step [default: min(256, training split)]."),
+                     help="Images per side per step, the global batch split between torchrun processes "
+                          "[default: min(256, training split)]."),
         click.option("--critic", type=click.Choice(["auto", *CRITICS]), default="auto", show_default=True,
                      help="Critic architecture; auto trains several and keeps the best on validation."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -411,7 +419,17 @@ def _checkpoint_signature(inputs: Inputs, train: TrainOptions) -> dict:
 
 
 def prepare_checkpoint(inputs: Inputs, train: TrainOptions, log: Log) -> None:
-    """Refuse to overwrite a checkpoint without --resume, and to resume with other settings."""
+    """Refuse to overwrite a checkpoint without --resume, and to resume with other settings.
+
+    Every rank checks (so all stop on the same error); rank 0 writes the settings.
+    """
+    with distributed.agreement():
+        _check_checkpoint(inputs, train, log)
+    if distributed.is_main():
+        write_json(train.checkpoint / CLI_SETTINGS_NAME, _checkpoint_signature(inputs, train))
+
+
+def _check_checkpoint(inputs: Inputs, train: TrainOptions, log: Log) -> None:
     directory = train.checkpoint
     settings_file = directory / CLI_SETTINGS_NAME
     sig = _checkpoint_signature(inputs, train)
@@ -429,7 +447,6 @@ def prepare_checkpoint(inputs: Inputs, train: TrainOptions, log: Log) -> None:
         log.info(f"resuming from checkpoint {directory} ({where})")
     else:
         log.info(f"no checkpoint in {directory} yet: starting from the beginning")
-    write_json(settings_file, sig)
 
 
 # ----------------------------------------------------------------- estimate
@@ -437,6 +454,11 @@ def run_estimate(inputs: Inputs, train: TrainOptions, log: Log):
     """Train and evaluate the critic on the two datasets (:func:`wdist.estimate_w1`)."""
     from .estimator import estimate_w1
 
+    if train.checkpoint is not None and distributed.restart_count() > 0 and not train.resume:
+        # torchrun --max-restarts restarted the group after a worker died: continue
+        # from the last checkpoint instead of refusing to overwrite it.
+        log.info(f"restart {distributed.restart_count()} of a torchrun job: resuming from {train.checkpoint}")
+        train = replace(train, resume=True)
     if train.checkpoint is not None:
         prepare_checkpoint(inputs, train, log)
         click.get_current_context().meta["wdist.checkpoint"] = train.checkpoint
@@ -468,7 +490,8 @@ def human_summary(result, inputs: Inputs) -> list[str]:
         f"  DIR_A {d['dir_a']} ({d['n_a']} images) vs DIR_B {d['dir_b']} ({d['n_b']} images), "
         f"as {c}x{h}x{w} {d['mode']} values in [0, 1]: W1 is the L2 distance over {c * h * w} values",
         f"  {s.get('critic')} critic, {result.steps} steps (best at {result.best_step}), test split "
-        f"{result.n_test[0]} + {result.n_test[1]} images, {result.seconds:.1f} s on {s.get('device')}",
+        f"{result.n_test[0]} + {result.n_test[1]} images, {result.seconds:.1f} s on {s.get('device')}"
+        + (f" x {s['world_size']} processes" if s.get("world_size", 1) > 1 else ""),
         f"  {interpretation(result)}",
     ]
 
@@ -559,15 +582,25 @@ def write_outputs(result, inputs: Inputs, train: TrainOptions, out: OutputOption
 
 def estimate_folders(dir_a: Path, dir_b: Path, load: LoadOptions, train: TrainOptions,
                      out: OutputOptions, command: str = "estimate"):
-    """The whole ``wdist estimate`` pipeline; prints the results and returns the W1Result."""
-    log = Log(load.quiet)
+    """The whole ``wdist estimate`` pipeline; prints the results and returns the W1Result.
+
+    Under torchrun (``WORLD_SIZE > 1``) every rank runs it: each decodes its
+    share of the images and trains its share of every batch; only rank 0
+    prints and writes files.
+    """
     if train.resume and train.checkpoint is None:
         raise click.UsageError("--resume needs --checkpoint DIR")
     if train.checkpoint_every is not None and train.checkpoint is None:
         raise click.UsageError("--checkpoint-every needs --checkpoint DIR")
     _check_device(train.device)
+    distributed.init_from_env(train.device)
+    log = Log(load.quiet, muted=not distributed.is_main())
+    if not distributed.is_main():
+        load = replace(load, quiet=True)  # no progress bars either
     inputs = load_inputs(dir_a, dir_b, load, log)
     result = run_estimate(inputs, train, log)
+    if not distributed.is_main():
+        return result
     log.result(result.summary(), always=True)
     for line in human_summary(result, inputs):
         log.result(line)
@@ -647,6 +680,13 @@ def _load_tensors(inputs: Inputs, quiet: bool) -> tuple[torch.Tensor, torch.Tens
     return out[0], out[1]
 
 
+def _single_process(command: str) -> None:
+    """exact, crosscheck and demo are not split between processes: refuse torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CLIError(f"wdist {command} runs in one process; launch it without torchrun "
+                       f"(only wdist estimate uses several)")
+
+
 def _check_exact_size(n: int, m: int, max_points: int, force: bool) -> None:
     from .exact import exact_memory_bytes
 
@@ -684,6 +724,7 @@ def exact(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path: Pat
     """
     from .exact import exact_memory_bytes, exact_w1
 
+    _single_process("exact")
     load = _pick(LoadOptions, kwargs)
     log = Log(load.quiet)
     inputs = load_inputs(dir_a, dir_b, load, log)
@@ -734,6 +775,7 @@ def crosscheck(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path
     """
     from .exact import crosscheck as run_crosscheck
 
+    _single_process("crosscheck")
     load, train = _pick(LoadOptions, kwargs), _pick(TrainOptions, kwargs)
     log = Log(load.quiet)
     _check_device(train.device)
@@ -770,6 +812,7 @@ def demo(out: Path, quick: bool, device: str, quiet: bool) -> None:
     """
     from .demo import run_demo
 
+    _single_process("demo")
     run_demo(out, quick=quick, device=device, quiet=quiet)
 
 
@@ -777,4 +820,23 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: SIGTERM behaves like Ctrl-C (clean exit, checkpoint kept)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
-    cli.main(args=argv, prog_name="wdist")
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+            _main_silent_rank(argv)
+        else:
+            cli.main(args=argv, prog_name="wdist")
+    finally:
+        distributed.shutdown()
+
+
+def _main_silent_rank(argv: list[str] | None) -> None:
+    """Ranks > 0 of a torchrun job: the same exit status as rank 0, but rank 0 alone
+    prints the ``Error: ...`` line (every rank raises the same agreed error)."""
+    try:
+        code = cli.main(args=argv, prog_name="wdist", standalone_mode=False)
+    except click.ClickException as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from .critics import (DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic, check_critic_name,
                       lipschitz_by_construction)
 from .data import Samples, as_samples
@@ -105,11 +106,17 @@ class W1Result:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; validates explicit requests."""
+    """``"auto"`` -> cuda if available else cpu; validates explicit requests.
+
+    In a process group, ``"auto"`` and ``"cuda"`` mean this rank's GPU,
+    ``cuda:LOCAL_RANK`` (one GPU per process).
+    """
     if isinstance(device, torch.device):
         dev = device
     elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", distributed.local_rank()) if distributed.is_active() else torch.device("cuda")
     else:
         try:
             dev = torch.device(device)
@@ -118,6 +125,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device: {device!r} requested but CUDA is not available on this machine")
+        if dev.index is None and distributed.is_active():
+            dev = torch.device("cuda", distributed.local_rank())
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device: {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
     elif dev.type != "cpu":
@@ -157,10 +166,14 @@ def _candidates(critic: str | nn.Module, shape: tuple[int, ...]) -> list[str | n
 
 
 def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int) -> torch.Tensor:
-    """Up to MAX_ANCHORS training samples of y (never validation or test ones)."""
+    """Up to MAX_ANCHORS training samples of y (never validation or test ones).
+
+    In a process group each rank reads its share and all get the same anchors.
+    """
     gen = torch.Generator().manual_seed(seed + 1)
     idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:MAX_ANCHORS]]
-    return torch.cat(list(samples.batches(idx, 1024)))
+    mine = torch.cat([torch.zeros((0, *samples.shape))] + list(samples.batches(distributed.share(idx), 1024)))
+    return torch.stack(distributed.gather_strided(list(mine)))
 
 
 def _check_options(holdout: float, confidence: float, steps, batch_size, lr) -> None:
@@ -252,19 +265,41 @@ def estimate_w1(
     ------
     ValueError
         For invalid inputs or options, naming the argument.
+
+    Notes
+    -----
+    **Several processes.**  When a ``torch.distributed`` process group of
+    more than one rank is initialised (e.g. under ``torchrun``), every rank
+    calls ``estimate_w1`` with the *same full* ``x``, ``y`` and options; each
+    rank then reads and scores only its strided share of the samples
+    (Datasets are read lazily, so a rank never loads the others' shares).
+    ``batch_size`` stays the *global* batch per side: each rank takes
+    ``batch[rank::world]`` and ``DistributedDataParallel`` averages the
+    gradients, so the run computes what one process computes with the same
+    seed, up to the order of floating-point sums.  Held-out statistics are
+    all-reduced; every rank returns the same result.  Only rank 0 writes
+    checkpoints; all ranks resume from them.  See :mod:`wdist.distributed`.
     """
     start = time.perf_counter()
-    _check_options(holdout, confidence, steps, batch_size, lr)
-    xs, ys = as_samples(x, "x", num_workers), as_samples(y, "y", num_workers)
-    if xs.shape != ys.shape:
-        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
-    dev = resolve_device(device)
-
-    gen = torch.Generator().manual_seed(seed)
-    split_x, split_y = _split(len(xs), holdout, gen, "x"), _split(len(ys), holdout, gen, "y")
-    candidates = _candidates(critic, xs.shape)
+    with distributed.agreement():  # a rank that fails here stops all of them
+        _check_options(holdout, confidence, steps, batch_size, lr)
+        xs, ys = as_samples(x, "x", num_workers), as_samples(y, "y", num_workers)
+        if xs.shape != ys.shape:
+            raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+        dev = resolve_device(device)
+        gen = torch.Generator().manual_seed(seed)
+        split_x, split_y = _split(len(xs), holdout, gen, "x"), _split(len(ys), holdout, gen, "y")
+        candidates = _candidates(critic, xs.shape)
+    world = distributed.world_size()
+    progress = progress and distributed.is_main()
+    distributed.check_same("x, y and the options of estimate_w1", (
+        len(xs), len(ys), xs.shape, seed, steps, batch_size, lr, holdout, confidence, eval_every,
+        critic if isinstance(critic, str) else type(critic).__name__))
 
     n_train_min = min(len(split_x[0]), len(split_y[0]))
+    if (batch_size or min(256, n_train_min)) < world:
+        raise ValueError(f"batch_size: the global batch ({batch_size or n_train_min}) must be at least "
+                         f"the number of processes ({world})")
     cfg = TrainConfig(
         max_steps=steps if steps is not None else DEFAULT_MAX_STEPS,
         batch_size=batch_size or min(256, n_train_min),
@@ -291,7 +326,9 @@ def estimate_w1(
 
             ckpt = Checkpointer(Path(checkpoint) / name, every=checkpoint_every or cfg.eval_every)
             if resume:
-                ckpt.restore(trainer)
+                with distributed.agreement():
+                    ckpt.restore(trainer)
+                distributed.check_same("checkpoint step", trainer.state.step)
             on_eval = ckpt.maybe_save
         trainer.fit(progress=progress, on_eval=on_eval, desc=f"training {name} critic")
         trained[name] = trainer
@@ -299,6 +336,8 @@ def estimate_w1(
     critic_name = max(trained, key=lambda k: trained[k].state.best_val)
     trainer = trained[critic_name]
     model = trainer.critic
+    if not distributed.same_parameters(model):  # cannot happen with identical updates: guard it
+        raise RuntimeError("distributed training: the critic's parameters differ between ranks")
 
     lipschitz = lipschitz_bound(model, xs.shape)
     scale = max(1.0, lipschitz)  # g = f / scale is certified 1-Lipschitz; gap and se scale alike
@@ -329,7 +368,7 @@ def estimate_w1(
             "critic": critic_name, "lipschitz_by_construction": lipschitz_by_construction(model),
             "max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "holdout": holdout, "eval_every": cfg.eval_every,
-            "early_stop": cfg.early_stop, "device": str(dev), "seed": seed,
+            "early_stop": cfg.early_stop, "device": str(dev), "seed": seed, "world_size": world,
             "sample_shape": list(xs.shape),
             "candidates": {k: t.state.best_val for k, t in trained.items()},
         },
@@ -337,5 +376,10 @@ def estimate_w1(
     if bracket:
         from .bracketing import bracket as make_bracket
 
-        result.bracket = make_bracket(x, y, result=result, confidence=confidence, seed=seed).to_dict()
+        # Exact solves are not split between ranks: rank 0 solves, the others receive.
+        solved = None
+        with distributed.agreement():
+            if distributed.is_main():
+                solved = make_bracket(x, y, result=result, confidence=confidence, seed=seed).to_dict()
+        result.bracket = distributed.broadcast_object(solved)
     return result

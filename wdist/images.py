@@ -9,7 +9,9 @@ Rules (the command line documents the same):
   Files are sorted by their path relative to the folder.
 * **Validation.** Every file is opened and fully decoded once while the folder
   is indexed, so that a corrupt, truncated, unreadable or oversized image is
-  reported (naming the file) before any training starts.
+  reported (naming the file) before any training starts.  In a process group
+  (``torchrun``) each rank decodes its share of the files and all ranks
+  report the same first bad file.
 * **Pixel limit.** An image with more than ``max_pixels`` pixels
   (default :data:`DEFAULT_MAX_PIXELS` = 2**26, about 8192 x 8192) is refused
   as a possible decompression bomb, as is anything PIL itself flags with
@@ -32,6 +34,7 @@ Rules (the command line documents the same):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +46,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+from . import distributed
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "DEFAULT_CACHE_BYTES", "RESAMPLE", "ImageError",
@@ -332,6 +337,17 @@ class _Probe(Dataset):
         return (img.height, img.width), img.mode, None
 
 
+def _probe_all(paths: list[Path], max_pixels: int, num_workers: int, progress: bool, desc: str) -> list:
+    """``(size, mode, error)`` of every path.  In a process group each rank decodes
+    its strided share and the results are gathered, so every rank sees the same
+    list and stops on the same first bad file."""
+    mine = distributed.share(paths)
+    loader = DataLoader(_Probe(mine, max_pixels), batch_size=None, num_workers=num_workers)
+    bar = tqdm(loader, total=len(mine), desc=desc, unit="img", disable=None if progress else True, leave=False)
+    return distributed.gather_strided([(None if size is None else tuple(size), mode, error)
+                                       for size, mode, error in bar])
+
+
 def index_folder(
     directory: str | Path,
     *,
@@ -365,12 +381,13 @@ def index_folder(
         A folder problem (see :func:`find_images`), a bad image (unless
         ``skip_bad``), or no valid image left.
     """
-    paths = find_images(directory, recursive)
+    with distributed.agreement():  # a folder missing on one machine stops every rank
+        paths = find_images(directory, recursive)
+    distributed.check_same(f"{directory}: the image files (count, SHA-256 of the paths)",
+                           (len(paths), hashlib.sha256("\0".join(map(str, paths)).encode()).hexdigest()))
     index = FolderIndex(Path(directory))
-    loader = DataLoader(_Probe(paths, max_pixels), batch_size=None, num_workers=num_workers)
-    bar = tqdm(zip(paths, loader), total=len(paths), desc=desc or f"checking {directory}",
-               unit="img", disable=None if progress else True, leave=False)
-    for path, (size, mode, error) in bar:
+    for path, (size, mode, error) in zip(paths, _probe_all(paths, max_pixels, num_workers, progress, desc or
+                                                           f"checking {directory}")):
         if error is None:
             index.paths.append(path)
             index.sizes.append(tuple(size))

@@ -4,6 +4,11 @@ The loop is deterministic given (seed, step): the minibatch of step ``t`` is
 a slice of an epoch permutation drawn from a generator seeded by
 ``(seed, side, epoch)``, so a run resumed from a checkpoint at step ``t`` sees
 exactly the batches an uninterrupted run would.
+
+Inside a process group (:mod:`wdist.distributed`) each rank takes the strided
+share ``batch[rank::world]`` of that global batch, the critic is wrapped in
+``DistributedDataParallel``, and every held-out statistic is all-reduced: the
+ranks compute together what one process computes with the same global batch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data import Samples
 from .nn import retract_
 
@@ -37,10 +43,15 @@ class TrainConfig:
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
-    """Gap ``mean fx - mean fy`` and its CLT standard error (independent samples)."""
-    gap = float(fx.mean() - fy.mean())
-    var = (fx.var() if len(fx) > 1 else 0.0) / len(fx) + (fy.var() if len(fy) > 1 else 0.0) / len(fy)
-    return gap, float(math.sqrt(float(var)))
+    """Gap ``mean fx - mean fy`` and its CLT standard error (independent samples).
+
+    ``se^2 = s_x^2 / n_x + s_y^2 / n_y`` with unbiased sample variances.  In a
+    process group ``fx``/``fy`` are this rank's values and the statistics are
+    those of all ranks' values together (all-reduced moments).
+    """
+    (nx, mx, m2x), (ny, my, m2y) = distributed.moments(fx, fy)
+    var = (m2x / (nx - 1) if nx > 1 else 0.0) / nx + (m2y / (ny - 1) if ny > 1 else 0.0) / ny
+    return mx - my, math.sqrt(var)
 
 
 @torch.no_grad()
@@ -51,7 +62,7 @@ def critic_values(
     was_training = critic.training
     critic.eval()
     try:
-        out = [
+        out = [torch.zeros(0, dtype=torch.float64)] + [
             critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu()
             for batch in samples.batches(indices, batch_size)
         ]
@@ -65,7 +76,10 @@ def _epoch_seed(seed: int, side: int, epoch: int) -> int:
 
 
 class _StepBatches:
-    """Deterministic index batches for steps start, start+1, ... (drop-last epochs)."""
+    """Deterministic index batches for steps start, start+1, ... (drop-last epochs).
+
+    ``batch_size`` is the global batch; each rank yields its strided share of it.
+    """
 
     def __init__(self, indices: torch.Tensor, batch_size: int, seed: int, side: int, start: int):
         self.indices = indices
@@ -84,20 +98,21 @@ class _StepBatches:
             self._perm = self.indices[torch.randperm(len(self.indices), generator=gen)]
             self._epoch = epoch
         self.step += 1
-        return self._perm[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+        return distributed.share(self._perm[j * self.batch_size : (j + 1) * self.batch_size]).tolist()
 
 
 def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int):
+    """(this rank's batches, global batch size) for steps ``start, start+1, ...``."""
     batches = _StepBatches(indices, cfg.batch_size, cfg.seed, side, start)
     if samples.in_memory:
-        return (samples.data[idx] for idx in batches)
+        return (samples.data[idx] for idx in batches), batches.batch_size
     loader = torch.utils.data.DataLoader(
         samples.data,
         batch_sampler=batches,
         num_workers=samples.num_workers,
         collate_fn=samples._collate,
     )
-    return iter(loader)
+    return iter(loader), batches.batch_size
 
 
 @dataclass
@@ -135,6 +150,8 @@ class CriticTrainer:
         self.critic, self.x, self.y = critic, x, y
         self.train_idx, self.val_idx = train, val
         self.cfg, self.device = cfg, device
+        # Gradients through DDP (averaged over ranks); everything else on the bare critic.
+        self.model = distributed.wrap_ddp(critic, device)
         self.optimizer = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
         self.state = _State()
         self.best_params = copy.deepcopy(critic.state_dict())
@@ -163,10 +180,11 @@ class CriticTrainer:
 
     # -- training ------------------------------------------------------------
     def gap(self, indices: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-        """(gap, standard error) of the current critic on the given x and y indices."""
+        """(gap, standard error) of the current critic on the given x and y indices
+        (each rank scores its share; the statistics cover all of them)."""
         bs = max(self.cfg.batch_size, 256)
-        fx = critic_values(self.critic, self.x, indices[0], bs, self.device)
-        fy = critic_values(self.critic, self.y, indices[1], bs, self.device)
+        fx = critic_values(self.critic, self.x, distributed.share(indices[0]), bs, self.device)
+        fy = critic_values(self.critic, self.y, distributed.share(indices[1]), bs, self.device)
         return gap_statistics(fx, fy)
 
     def validation_gap(self) -> tuple[float, float]:
@@ -187,8 +205,14 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
-        ys = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
+        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
+        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
+        world = distributed.world_size()
+        penalty = getattr(self.critic, "penalty", None)
+        penalty = penalty if callable(penalty) else None
+        if penalty is not None and world > 1:
+            # The penalty's double backward runs outside DDP's gradient hooks.
+            raise ValueError("critic: gradient-penalty critics (wgan-gp) run in one process only, not under torchrun")
         self.critic.train()
         bar = tqdm(total=cfg.max_steps, initial=s.step, disable=None if progress else True,
                    desc=desc, unit="step", leave=False)
@@ -197,10 +221,13 @@ class CriticTrainer:
             while s.step < cfg.max_steps:
                 xb = next(xs).to(self.device, non_blocking=True)
                 yb = next(ys).to(self.device, non_blocking=True)
-                out = self.critic(torch.cat([xb, yb])).reshape(-1)
-                gap = out[: len(xb)].mean() - out[len(xb) :].mean()
+                out = self.model(torch.cat([xb, yb])).reshape(-1)
+                # Sums over this rank's share divided by the *global* batch sizes,
+                # times world: DDP's average over ranks is then exactly the gap of
+                # the global batch, even when the shares differ in size.
+                gap = (out[: len(xb)].sum() / bx - out[len(xb) :].sum() / by) * world
                 loss = -gap
-                if callable(penalty := getattr(self.critic, "penalty", None)):
+                if penalty is not None:
                     loss = loss + penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -211,7 +238,8 @@ class CriticTrainer:
                 count += 1
                 bar.update(1)
                 if s.step % cfg.eval_every == 0 or s.step == cfg.max_steps:
-                    stop = self._evaluate(running / count)
+                    mean_gap = float(distributed.all_reduce_sum(torch.tensor(running))) / world
+                    stop = self._evaluate(mean_gap / count)
                     bar.set_postfix(val_gap=f"{s.best_val:.4g}")
                     running, count = 0.0, 0
                     if on_eval is not None:

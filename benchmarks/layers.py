@@ -34,6 +34,7 @@ from torch import nn
 
 from wdist.critics import bcop_critic
 from wdist.nn import BCOPConv2d, BjorckLinear, retract_
+from wdist.training import make_adam
 
 from _markdown import publish
 
@@ -105,7 +106,7 @@ def measure(channels: int, size: int, batch: int, repeats: int) -> dict:
     row = {"channels": channels, "size": size, "batch": batch}
     for name, (layer, retract) in layers.items():
         layer.train()
-        opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+        opt = make_adam(layer.parameters(), 1e-3)
         row[f"{name}_train"] = _time(_train_step(layer, x, opt, retract), repeats)
         layer.eval()
         with torch.no_grad():
@@ -141,7 +142,7 @@ def measure_critic(shape: tuple[int, int, int], batch: int, repeats: int) -> dic
     certified = bcop_critic(shape)
     row = {"shape": shape, "batch": batch}
     for name, critic, retract in (("plain", unconstrained_twin(certified), False), ("bcop", certified, True)):
-        opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        opt = make_adam(critic.parameters(), 1e-3)
 
         def step(critic=critic, opt=opt, retract=retract):
             out = critic(x).reshape(-1)
@@ -156,6 +157,31 @@ def measure_critic(shape: tuple[int, int, int], batch: int, repeats: int) -> dic
         row[f"{name}_train"] = _time(step, repeats)
     row["ratio"] = row["bcop_train"] / row["plain_train"]
     return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Grouped bars: train-step ratio vs Conv2d per shape and layer (1 = Conv2d's cost)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("bcop", "aoc", "torchlip") if f"{n}_train" in rows[0]]
+    labels = {"bcop": "wdist BCOPConv2d", "aoc": "orthogonium AOC", "torchlip": "deel-torchlip SpectralConv2d"}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [r[f"{name}_train_ratio"] for r in rows], width, label=labels[name])
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(rows)), [f"{r['channels']} ch, {r['size']}x{r['size']}, b{r['batch']}" for r in rows])
+    ax.set_ylabel("train step / Conv2d train step")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Certified convolutions: cost of a training step (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -199,6 +225,7 @@ def main() -> None:
         "the same shapes and the same MaxMin activations.",
         ["sample shape", "batch", "unconstrained ms", "certified ms", "ratio"], critic_cells)
     args.out.write_text(text)
+    plot(rows, args.out.with_suffix(".png"))
     args.out.with_name(args.out.stem + "-critic.md").unlink()
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from wdist.critics import bcop_critic
 from wdist.nn import BCOPConv2d, BjorckLinear, retract_
+from wdist.nn.sameconv import SameConv2d
 from wdist.training import make_adam
 
 from _markdown import publish
@@ -47,12 +48,6 @@ QUICK_SHAPES = [(64, 16, 32), (256, 4, 16)]
 #: Full critic step: the default image critic on (3, 32, 32) images, batch per side.
 CRITIC_SHAPES = [((3, 32, 32), 256)]
 QUICK_CRITIC_SHAPES = [((3, 16, 16), 64)]
-
-
-class _CircularConv2d(nn.Conv2d):
-    """nn.Conv2d with wdist's circular padding (cheaper backward than torch's): a fair baseline."""
-
-    _conv_forward = BCOPConv2d._conv_forward
 
 
 def _time(fn, repeats: int) -> float:
@@ -99,7 +94,7 @@ def measure(channels: int, size: int, batch: int, repeats: int) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch, channels, size, size)
     layers = {
-        "conv": (_CircularConv2d(channels, channels, 3, padding="same", padding_mode="circular"), False),
+        "conv": (SameConv2d(channels, channels, 3), False),
         "bcop": (BCOPConv2d(channels, channels, 3), True),
     }
     layers.update({name: (layer, False) for name, layer in _other_layers(channels).items()})
@@ -127,8 +122,8 @@ def unconstrained_twin(critic: nn.Sequential) -> nn.Sequential:
     layers = []
     for layer in critic:
         if isinstance(layer, BCOPConv2d):
-            layer = _CircularConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding="same",
-                                    padding_mode=layer.padding_mode)
+            layer = SameConv2d(layer.in_channels, layer.out_channels, layer.kernel_size[0],
+                               padding=layer.padding_mode)
         elif isinstance(layer, BjorckLinear):
             layer = nn.Linear(layer.in_features, layer.out_features)
         layers.append(layer)

@@ -1,6 +1,5 @@
 """Baseline critics (RKO, OSSN, WGAN-GP, ReLU variants): the properties that define them."""
 
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """wdist.bracket: certified lower side, exact-OT upper side, against known W1."""
 
-import math
 import types
 
 import numpy as np

@@ -27,14 +27,13 @@ isometry (norm preserving), for in > out its rows are orthonormal
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.utils import parametrize
 
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
-from .padding import circular_pad
+from .sameconv import SameConv2d
 
 __all__ = ["BCOPConv2d", "BCOPKernel"]
 
@@ -170,7 +169,7 @@ class BCOPKernel(CachedParametrization):
         return kernel[: self.out_channels, : self.in_channels].contiguous()
 
 
-class BCOPConv2d(nn.Conv2d):
+class BCOPConv2d(SameConv2d):
     """Orthogonal convolution, provably 1-Lipschitz in L2 (BCOP).
 
     Parameters
@@ -213,28 +212,13 @@ class BCOPConv2d(nn.Conv2d):
         bjorck_iters: int = DEFAULT_BJORCK_ITERS,
         bjorck_tol: float | None = DEFAULT_BJORCK_TOL,
     ) -> None:
-        if padding not in ("circular", "zeros"):
-            raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"kernel_size must be an int >= 1, got {kernel_size!r}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError("in_channels and out_channels must be >= 1")
-        super().__init__(
-            in_channels, out_channels, kernel_size, padding="same", padding_mode=padding, bias=bias
-        )
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
         kernel = BCOPKernel(in_channels, out_channels, kernel_size, bjorck_iters, bjorck_tol)
         del self.weight
         self.weight = nn.Parameter(kernel.init_raw())
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         parametrize.register_parametrization(self, "weight", kernel, unsafe=True)
-
-    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.padding_mode != "circular":
-            return super()._conv_forward(input, weight, bias)
-        # Same result as nn.Conv2d's circular padding, with a backward 4x cheaper.
-        padded = circular_pad(input, tuple(self._reversed_padding_repeated_twice))
-        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
     @property
     def kernel_builder(self) -> BCOPKernel:

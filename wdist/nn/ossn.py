@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.nn.utils import parametrize
 
 from .cache import CachedParametrization
+from .sameconv import SameConv2d
 
 __all__ = ["OSSNConv2d", "OSSNKernel"]
 
@@ -63,7 +63,7 @@ class OSSNKernel(CachedParametrization):
         return raw / sigma.clamp_min(1.0)
 
 
-class OSSNConv2d(nn.Conv2d):
+class OSSNConv2d(SameConv2d):
     """Convolution with a spectrally normalized reshaped kernel (NOT certified 1-Lipschitz).
 
     Parameters
@@ -99,15 +99,8 @@ class OSSNConv2d(nn.Conv2d):
         bias: bool = True,
         padding: str = "circular",
     ) -> None:
-        if padding not in ("circular", "zeros"):
-            raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"kernel_size must be an int >= 1, got {kernel_size!r}")
-        super().__init__(in_channels, out_channels, kernel_size, padding="same", padding_mode=padding, bias=bias)
-        with torch.no_grad():
-            nn.init.orthogonal_(self.weight.view(out_channels, -1))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
+        self.init_orthogonal_()
         parametrize.register_parametrization(self, "weight", OSSNKernel(self.weight.detach()), unsafe=True)
 
     @property

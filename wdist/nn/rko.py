@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 from torch.nn.utils import parametrize
 
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize
 from .cache import CachedParametrization
+from .sameconv import SameConv2d
 
 __all__ = ["RKOConv2d", "RKOKernel"]
 
@@ -48,7 +48,7 @@ class RKOKernel(CachedParametrization):
         return self._orthonormal(raw)
 
 
-class RKOConv2d(nn.Conv2d):
+class RKOConv2d(SameConv2d):
     """Convolution whose reshaped kernel is orthonormal, scaled to be 1-Lipschitz.
 
     Parameters
@@ -83,15 +83,8 @@ class RKOConv2d(nn.Conv2d):
         bjorck_iters: int = DEFAULT_BJORCK_ITERS,
         bjorck_tol: float | None = DEFAULT_BJORCK_TOL,
     ) -> None:
-        if padding not in ("circular", "zeros"):
-            raise ValueError(f"padding must be 'circular' or 'zeros', got {padding!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"kernel_size must be an int >= 1, got {kernel_size!r}")
-        super().__init__(in_channels, out_channels, kernel_size, padding="same", padding_mode=padding, bias=bias)
-        with torch.no_grad():
-            nn.init.orthogonal_(self.weight.view(out_channels, -1))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
+        self.init_orthogonal_()
         parametrize.register_parametrization(self, "weight", RKOKernel(bjorck_iters, bjorck_tol))
 
     def extra_repr(self) -> str:

@@ -320,3 +320,18 @@ def test_circular_pad_matches_torch_values_and_gradients(pad):
     assert torch.autograd.gradgradcheck(lambda t: circular_pad(t, pad), (x,))
     with pytest.raises(ValueError, match="larger than"):
         circular_pad(x, (5, 0, 0, 0))
+
+
+def test_orthonormal_input_gets_the_tangent_gradient():
+    """No Björck iteration runs on an orthonormal input, yet its gradient is the
+    tangent projection G - W sym(W^T G), as one Björck step would give."""
+    w = torch.linalg.qr(torch.randn(8, 5, dtype=torch.float64))[0].requires_grad_()
+    g = torch.randn(8, 5, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(bjorck_orthonormalize(w), w, g)
+    wd = w.detach()
+    expected = g - wd @ (0.5 * (wd.T @ g + g.T @ wd))
+    torch.testing.assert_close(grad, expected)
+    # At the optimum of a linear objective the gradient is normal: its tangent part vanishes.
+    u = torch.nn.functional.normalize(torch.randn(1, 6, dtype=torch.float64), dim=1).requires_grad_()
+    (grad,) = torch.autograd.grad((bjorck_orthonormalize(u) * u.detach()).sum(), u)
+    assert float(grad.abs().max()) < 1e-12

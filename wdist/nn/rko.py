@@ -22,7 +22,7 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize
+from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
 from .sameconv import SameConv2d
 
@@ -37,15 +37,12 @@ class RKOKernel(CachedParametrization):
         self.iters = iters
         self.tol = tol
 
-    def _orthonormal(self, raw: torch.Tensor) -> torch.Tensor:
-        return bjorck_orthonormalize(raw.flatten(1), self.iters, self.tol).view_as(raw)
-
     def build(self, raw: torch.Tensor) -> torch.Tensor:
         taps = raw.shape[-2] * raw.shape[-1]
-        return self._orthonormal(raw) / math.sqrt(taps)
+        return bjorck_orthonormalize(raw.flatten(1), self.iters, self.tol).view_as(raw) / math.sqrt(taps)
 
     def project(self, raw: torch.Tensor) -> torch.Tensor:
-        return self._orthonormal(raw)
+        return bjorck_project(raw.flatten(1)).view_as(raw)
 
 
 class RKOConv2d(SameConv2d):

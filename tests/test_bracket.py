@@ -9,7 +9,7 @@ import scipy.stats
 import torch
 
 import wdist
-from wdist.bracketing import choose_subsample_size
+from wdist.exact import choose_subsample_size
 
 
 def _translation(n: int, d: int, norm: float, seed: int):

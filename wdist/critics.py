@@ -4,25 +4,33 @@ Every critic is an ``nn.Sequential`` of layers that :func:`wdist.lipschitz_bound
 certifies.  Most are 1-Lipschitz by construction; the baselines ``"ossn"``
 (spectral normalization of the reshaped kernel) and ``"wgan-gp"`` (gradient
 penalty) are not, and are certified by their measured constant
-(:func:`lipschitz_by_construction` tells them apart).
+(:func:`wdist.lipschitz.lipschitz_by_construction` tells them apart).
+
+:data:`CRITICS` is the one registry of named critics: each :class:`CriticSpec`
+says how to build the critic, whether it needs anchor samples, and its
+default learning rate, so no other module special-cases a critic by name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import torch
 from torch import nn
 
-import torch
-
+from .lipschitz import lipschitz_by_construction
 from .nn import BCOPConv2d, BjorckLinear, DistanceMin, InvertibleDownsample, MaxMin, OSSNConv2d, RKOConv2d
 
 __all__ = [
-    "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "bcop_critic", "rko_critic",
-    "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic", "GradientPenaltyCritic",
-    "lipschitz_by_construction",
+    "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "CriticSpec", "critic_spec",
+    "bcop_critic", "rko_critic", "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic",
+    "anchor_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR",
 ]
+
+#: Adam learning rate of every critic that does not ask for another.
+DEFAULT_LR = 1e-3
 
 
 def linear_critic(shape: tuple[int, ...]) -> nn.Sequential:
@@ -168,15 +176,6 @@ def wgan_gp_critic(shape: tuple[int, ...], width: int = 32, max_channels: int = 
     return GradientPenaltyCritic(*layers, nn.Linear(d, 1))
 
 
-def lipschitz_by_construction(critic: nn.Module) -> bool:
-    """False when any part of ``critic`` declares ``lipschitz_by_construction = False``.
-
-    Such critics (OSSN, WGAN-GP) are still certified *after* training by
-    :func:`wdist.lipschitz_bound`; their bound is just not 1 by design.
-    """
-    return all(getattr(m, "lipschitz_by_construction", True) for m in critic.modules())
-
-
 def anchor_critic(shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Sequential:
     """Semi-dual critic ``min_j (phi_j + ||x - y_j||)`` anchored on samples of y.
 
@@ -189,12 +188,6 @@ def anchor_critic(shape: tuple[int, ...], anchors: torch.Tensor | None = None) -
     return nn.Sequential(DistanceMin(anchors))
 
 
-#: Default Adam learning rate per critic (the semi-dual offsets move in
-#: distance units and need larger steps).
-DEFAULT_LR = {"anchors": 1e-2}
-MAX_ANCHORS = 4096
-
-
 def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:
@@ -202,19 +195,55 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-CRITICS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
-    "bcop": bcop_critic,
-    "mlp": mlp_critic,
-    "rko": rko_critic,
-    "ossn": ossn_critic,
+@dataclass(frozen=True)
+class CriticSpec:
+    """How to build one named critic.
+
+    Attributes
+    ----------
+    name : str
+    factory : callable
+        ``factory(shape)`` (or ``factory(shape, anchors)`` when ``needs_anchors``)
+        returns the critic for samples of ``shape``.
+    needs_anchors : bool
+        The critic is built on up to ``max_anchors`` training samples of y
+        (never validation or test ones); they are part of its ``state_dict``.
+    lr : float
+        Default Adam learning rate.
+    max_anchors : int
+        Most anchor samples drawn (semi-dual critic: memory and time grow with it).
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    needs_anchors: bool = False
+    lr: float = DEFAULT_LR
+    max_anchors: int = 0
+
+    def build(self, shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Module:
+        """The critic for samples of ``shape``."""
+        return self.factory(shape, anchors) if self.needs_anchors else self.factory(shape)
+
+
+def _specs(*specs: CriticSpec) -> dict[str, CriticSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+#: Every named critic.  The semi-dual offsets move in distance units and
+#: need larger steps than the networks' weights.
+CRITICS: dict[str, CriticSpec] = _specs(
+    CriticSpec("bcop", bcop_critic),
+    CriticSpec("mlp", mlp_critic),
+    CriticSpec("rko", rko_critic),
+    CriticSpec("ossn", ossn_critic),
     # ReLU instead of MaxMin: the activation ablation of the BCOP paper.
-    "bcop-relu": partial(bcop_critic, activation=nn.ReLU),
-    "rko-relu": partial(rko_critic, activation=nn.ReLU),
-    "ossn-relu": partial(ossn_critic, activation=nn.ReLU),
-    "wgan-gp": wgan_gp_critic,
-    "linear": linear_critic,
-    "anchors": anchor_critic,
-}
+    CriticSpec("bcop-relu", partial(bcop_critic, activation=nn.ReLU)),
+    CriticSpec("rko-relu", partial(rko_critic, activation=nn.ReLU)),
+    CriticSpec("ossn-relu", partial(ossn_critic, activation=nn.ReLU)),
+    CriticSpec("wgan-gp", wgan_gp_critic),
+    CriticSpec("linear", linear_critic),
+    CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096),
+)
 
 
 def auto_candidates(shape: tuple[int, ...]) -> list[str]:
@@ -237,9 +266,12 @@ def check_critic_name(name: str) -> None:
         raise ValueError(f"critic: unknown name {name!r}; choose from 'auto', {', '.join(map(repr, CRITICS))}")
 
 
-def build_critic(name: str, shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Module:
-    """Critic ``name`` for samples of ``shape`` (``anchors``: for the anchors critic)."""
+def critic_spec(name: str) -> CriticSpec:
+    """The registry entry of ``name`` (``ValueError`` naming the choices if unknown)."""
     check_critic_name(name)
-    if name == "anchors":
-        return anchor_critic(shape, anchors)
-    return CRITICS[name](shape)
+    return CRITICS[name]
+
+
+def build_critic(name: str, shape: tuple[int, ...], anchors: torch.Tensor | None = None) -> nn.Module:
+    """Critic ``name`` for samples of ``shape`` (``anchors``: for critics that need them)."""
+    return critic_spec(name).build(shape, anchors)

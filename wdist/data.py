@@ -1,4 +1,10 @@
-"""Input handling: tensors, arrays, Datasets and DataLoaders behind one interface.
+"""Samples: tensors, arrays, Datasets and DataLoaders behind one interface.
+
+The only module that iterates samples: the train / validation / test split
+(:func:`split_indices`), the deterministic training batches
+(:func:`training_batches`), critic values over a split (:func:`critic_values`),
+everything in memory (:meth:`Samples.tensor`) and the float64 matrix of an
+exact solve (:meth:`Samples.matrix`).
 
 No hidden normalisation: samples are used in the caller's units, so W1 is in
 the input's L2 units (for images in [0, 1] of shape C x H x W, the L2 norm of
@@ -11,9 +17,16 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
-__all__ = ["Samples", "as_samples"]
+from . import distributed
+
+__all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "training_batches", "critic_values", "VALIDATION_FRACTION"]
+
+#: Fraction of the non-test samples of each side used for validation.
+VALIDATION_FRACTION = 0.2
 
 
 class Samples:
@@ -58,6 +71,19 @@ class Samples:
         )
         yield from loader
 
+    def tensor(self, progress: bool = False, desc: str = "loading samples") -> torch.Tensor:
+        """Every sample stacked in memory, ``(N, ...)``, in the stored dtype (float32 for datasets)."""
+        if self.in_memory:
+            return self.data
+        batches = tqdm(self.batches(torch.arange(len(self)), 256), desc=desc, unit="batch", leave=False,
+                       total=-(-len(self) // 256), disable=None if progress else True)
+        return torch.cat(list(batches))
+
+    def matrix(self) -> np.ndarray:
+        """``(N, D)`` float64 array of the flattened samples, for exact solves."""
+        data = self.tensor()
+        return data.reshape(len(data), -1).double().numpy()
+
     def _collate(self, items: Sequence) -> torch.Tensor:
         tensors = [_to_tensor(_strip_label(item), self.name) for item in items]
         for t in tensors:
@@ -77,7 +103,7 @@ def _strip_label(item):
     return item
 
 
-def _to_tensor(value, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _to_tensor(value, name: str, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
             raise ValueError(f"{name}: unsupported dtype {value.dtype}; expected numbers")
@@ -89,6 +115,8 @@ def _to_tensor(value, name: str, dtype: torch.dtype = torch.float32) -> torch.Te
             raise ValueError(f"{name}: cannot convert a sample of type {type(value).__name__} to a tensor") from exc
     if value.is_complex() or value.dtype == torch.bool:
         raise ValueError(f"{name}: unsupported dtype {value.dtype}; expected real numbers")
+    if dtype is None:  # keep float32 / float64 as they are, widen the rest without loss
+        dtype = value.dtype if value.dtype in (torch.float32, torch.float64) else torch.float64
     return value.to(dtype)
 
 
@@ -101,14 +129,15 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
         )
 
 
-def as_samples(obj, name: str, num_workers: int = 0, dtype: torch.dtype = torch.float32) -> Samples:
+def as_samples(obj, name: str, num_workers: int = 0, dtype: torch.dtype | None = torch.float32) -> Samples:
     """Validate and wrap a user input.
 
     Accepts a tensor or array of shape (N, D) (vectors), (N, H, W) (grayscale
     images, a channel axis is added) or (N, C, H, W) (images), a map-style
     ``Dataset`` (items may be ``(sample, label)``), or a ``DataLoader`` over one
     (its dataset is used; batching is wdist's).  In-memory inputs are stored
-    as ``dtype`` (float64 for exact solves, float32 for critics).
+    as ``dtype`` (float32 for critics; ``None`` keeps float32 and float64
+    inputs as they are and widens other numbers to float64, losslessly).
 
     Raises
     ------
@@ -146,3 +175,96 @@ def as_samples(obj, name: str, num_workers: int = 0, dtype: torch.dtype = torch.
     raise ValueError(
         f"{name}: expected a torch tensor, numpy array, Dataset or DataLoader, got {type(obj).__name__}"
     )
+
+
+def paired_samples(x, y, dtype: torch.dtype | None = torch.float32, num_workers: int = 0) -> tuple[Samples, Samples]:
+    """``as_samples`` of both sides, which must have the same sample shape."""
+    xs, ys = as_samples(x, "x", num_workers, dtype), as_samples(y, "y", num_workers, dtype)
+    if xs.shape != ys.shape:
+        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+    return xs, ys
+
+
+def split_indices(n: int, holdout: float, gen: torch.Generator, name: str):
+    """(train, validation, test) index tensors; holdout == 0 means in-sample.
+
+    ``round(holdout * n)`` samples are the test split, :data:`VALIDATION_FRACTION`
+    of the rest (at least one) the validation split.
+    """
+    perm = torch.randperm(n, generator=gen)
+    if holdout == 0:
+        return perm, perm, perm
+    n_test = int(round(holdout * n))
+    n_rest = n - n_test
+    n_val = max(1, int(round(VALIDATION_FRACTION * n_rest)))
+    n_train = n_rest - n_val
+    if n_test < 2 or n_train < 1:
+        raise ValueError(
+            f"{name}: {n} samples are too few for holdout={holdout} (need >= 2 test and >= 1 training samples)"
+        )
+    return perm[:n_train], perm[n_train:n_rest], perm[n_rest:]
+
+
+def _epoch_seed(seed: int, side: int, epoch: int) -> int:
+    return (seed * 1_000_003 + side * 7919 + epoch) % (2**63)
+
+
+class _StepBatches:
+    """Deterministic index batches for steps start, start+1, ... (drop-last epochs).
+
+    ``batch_size`` is the global batch; each rank yields its strided share of it.
+    """
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int, side: int, start: int):
+        self.indices = indices
+        self.batch_size = min(batch_size, len(indices))
+        self.per_epoch = len(indices) // self.batch_size
+        self.seed, self.side, self.step = seed, side, start
+        self._epoch, self._perm = -1, indices
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self
+
+    def __next__(self) -> list[int]:
+        epoch, j = divmod(self.step, self.per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(_epoch_seed(self.seed, self.side, epoch))
+            self._perm = self.indices[torch.randperm(len(self.indices), generator=gen)]
+            self._epoch = epoch
+        self.step += 1
+        return distributed.share(self._perm[j * self.batch_size : (j + 1) * self.batch_size]).tolist()
+
+
+def training_batches(samples: Samples, indices: torch.Tensor, batch_size: int, seed: int, side: int,
+                     start: int) -> tuple[Iterator[torch.Tensor], int]:
+    """(this rank's batches, global batch size) for training steps ``start, start+1, ...``.
+
+    The batch of step ``t`` is a slice of an epoch permutation drawn from a
+    generator seeded by ``(seed, side, epoch)``: a run resumed at step ``t``
+    sees exactly the batches of an uninterrupted run.
+    """
+    batches = _StepBatches(indices, batch_size, seed, side, start)
+    if samples.in_memory:
+        return (samples.data[idx] for idx in batches), batches.batch_size
+    loader = DataLoader(samples.data, batch_sampler=batches, num_workers=samples.num_workers,
+                        collate_fn=samples._collate)
+    return iter(loader), batches.batch_size
+
+
+@torch.no_grad()
+def critic_values(
+    critic: nn.Module, samples: Samples, indices: torch.Tensor, batch_size: int, device: torch.device,
+    progress: bool = False, desc: str = "scoring samples",
+) -> torch.Tensor:
+    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU."""
+    was_training = critic.training
+    critic.eval()
+    batches = tqdm(samples.batches(indices, batch_size), desc=desc, unit="batch", leave=False,
+                   total=-(-len(indices) // batch_size), disable=None if progress else True)
+    try:
+        out = [torch.zeros(0, dtype=torch.float64)] + [
+            critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu() for batch in batches
+        ]
+    finally:
+        critic.train(was_training)
+    return torch.cat(out)

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .folders import LoadOptions, Log, TrainOptions, estimate_folders
+from .report import OutputFiles
+
 __all__ = ["DemoPlan", "FULL", "QUICK", "cut_patches", "write_demo_folders", "run_demo"]
 
 DEMO_PHOTOS = ("china.jpg", "flower.jpg")
@@ -74,8 +77,6 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", quie
     -------
     W1Result
     """
-    from .cli import LoadOptions, Log, OutputOptions, TrainOptions, estimate_folders
-
     plan = QUICK if quick else FULL
     out = Path(out)
     log = Log(quiet)
@@ -86,5 +87,5 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", quie
     log.info(f"demo: same as  wdist estimate {dir_a} {dir_b} --steps {plan.steps} --seed {plan.seed} "
              f"--save-critic {out / 'critic.safetensors'} --report {out}")
     train = TrainOptions(steps=plan.steps, seed=plan.seed, device=device)
-    outputs = OutputOptions(save_critic=out / "critic.safetensors", report=out)
+    outputs = OutputFiles(save_critic=out / "critic.safetensors", report=out)
     return estimate_folders(dir_a, dir_b, LoadOptions(quiet=quiet), train, outputs, command="demo")

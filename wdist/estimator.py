@@ -16,93 +16,27 @@ influenced nothing, the interval is honest; the training-split gap
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
 
 import torch
 from torch import nn
 
 from . import distributed
-from .critics import (DEFAULT_LR, MAX_ANCHORS, auto_candidates, build_critic, check_critic_name,
-                      lipschitz_by_construction)
-from .data import Samples, as_samples
-from .lipschitz import lipschitz_bound
+from .checkpoint import Checkpointer
+from .critics import CRITICS, auto_candidates, check_critic_name
+from .data import Samples, as_samples, split_indices
+from .exact import upper_bound
+from .lipschitz import lipschitz_bound, lipschitz_by_construction
+from .results import Bracket, EstimateSettings, W1Result, bracket_side_level
 from .training import CriticTrainer, TrainConfig
 
 __all__ = ["estimate_w1", "W1Result", "resolve_device"]
 
 DEFAULT_MAX_STEPS = 4000
-VALIDATION_FRACTION = 0.2
-
-
-@dataclass
-class W1Result:
-    """Outcome of :func:`estimate_w1`.
-
-    Attributes
-    ----------
-    value : float
-        Test-split gap ``mean g(x_test) - mean g(y_test)`` of the certified
-        critic ``g = f / max(1, lipschitz)``; estimates a lower bound of W1.
-    lower, upper : float
-        ``confidence`` CLT interval for ``E_P g - E_Q g``.
-    lipschitz : float
-        Certified Lipschitz bound of the trained ``f`` (float64, exact per layer).
-    train_value : float
-        The same gap on the training split (optimistic; for diagnosis).
-    history : list of dict
-        One entry per evaluation: step, train_gap (mean minibatch gap since the
-        previous evaluation), val_gap, val_se, lr.
-    critic : nn.Module
-        The trained critic ``f`` (in eval mode, on ``device``).
-    """
-
-    value: float
-    lower: float
-    upper: float
-    lipschitz: float
-    train_value: float
-    std_error: float
-    confidence: float
-    history: list[dict] = field(default_factory=list)
-    critic: nn.Module | None = field(default=None, repr=False)
-    n_train: tuple[int, int] = (0, 0)
-    n_validation: tuple[int, int] = (0, 0)
-    n_test: tuple[int, int] = (0, 0)
-    steps: int = 0
-    best_step: int = 0
-    stopped: str = ""
-    seconds: float = 0.0
-    settings: dict = field(default_factory=dict)
-    bracket: dict | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dictionary of everything but the critic."""
-        d = asdict(self)
-        d.pop("critic")
-        for key in ("n_train", "n_validation", "n_test"):
-            d[key] = list(d[key])
-        return json.loads(json.dumps(d))
-
-    def summary(self) -> str:
-        """The parseable one-line result (plus a ``note:`` line for critics that are
-        not Lipschitz-constrained by construction)."""
-        pct = round(100 * self.confidence)
-        line = (f"W1: {self.value:.6g}  {pct}% CI [{self.lower:.6g}, {self.upper:.6g}]  "
-                f"Lipschitz <= {self.lipschitz:.6g}")
-        if self.settings.get("lipschitz_by_construction") is False:
-            # Baselines (ossn, wgan-gp): the value is still a valid bound, but a loose one.
-            line += (f"\nnote: the {self.settings.get('critic')} critic is not Lipschitz-constrained by "
-                     f"construction; W1 is its gap divided by its measured bound {self.lipschitz:.6g}")
-        return line
-
-    def __str__(self) -> str:
-        return self.summary()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -134,22 +68,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _split(n: int, holdout: float, gen: torch.Generator, name: str):
-    """(train, validation, test) index tensors; holdout == 0 means in-sample."""
-    perm = torch.randperm(n, generator=gen)
-    if holdout == 0:
-        return perm, perm, perm
-    n_test = int(round(holdout * n))
-    n_rest = n - n_test
-    n_val = max(1, int(round(VALIDATION_FRACTION * n_rest)))
-    n_train = n_rest - n_val
-    if n_test < 2 or n_train < 1:
-        raise ValueError(
-            f"{name}: {n} samples are too few for holdout={holdout} (need >= 2 test and >= 1 training samples)"
-        )
-    return perm[:n_train], perm[n_train:n_rest], perm[n_rest:]
-
-
 def _candidates(critic: str | nn.Module, shape: tuple[int, ...]) -> list[str | nn.Module]:
     if isinstance(critic, nn.Module):
         try:
@@ -165,13 +83,13 @@ def _candidates(critic: str | nn.Module, shape: tuple[int, ...]) -> list[str | n
     return [critic]
 
 
-def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int) -> torch.Tensor:
-    """Up to MAX_ANCHORS training samples of y (never validation or test ones).
+def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int, max_anchors: int) -> torch.Tensor:
+    """Up to ``max_anchors`` training samples of y (never validation or test ones).
 
     In a process group each rank reads its share and all get the same anchors.
     """
     gen = torch.Generator().manual_seed(seed + 1)
-    idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:MAX_ANCHORS]]
+    idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:max_anchors]]
     mine = torch.cat([torch.zeros((0, *samples.shape))] + list(samples.batches(distributed.share(idx), 1024)))
     return torch.stack(distributed.gather_strided(list(mine)))
 
@@ -288,7 +206,7 @@ def estimate_w1(
             raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
         dev = resolve_device(device)
         gen = torch.Generator().manual_seed(seed)
-        split_x, split_y = _split(len(xs), holdout, gen, "x"), _split(len(ys), holdout, gen, "y")
+        split_x, split_y = split_indices(len(xs), holdout, gen, "x"), split_indices(len(ys), holdout, gen, "y")
         candidates = _candidates(critic, xs.shape)
     world = distributed.world_size()
     progress = progress and distributed.is_main()
@@ -312,18 +230,17 @@ def estimate_w1(
     for candidate in candidates:
         name = candidate if isinstance(candidate, str) else type(candidate).__name__
         torch.manual_seed(seed)
-        if isinstance(candidate, str):
-            anchors = _anchor_samples(ys, split_y[0], seed) if candidate == "anchors" else None
-            model = build_critic(candidate, xs.shape, anchors)
+        spec = CRITICS.get(name) if isinstance(candidate, str) else None
+        if spec is not None:
+            anchors = _anchor_samples(ys, split_y[0], seed, spec.max_anchors) if spec.needs_anchors else None
+            model = spec.build(xs.shape, anchors)
         else:
             model = candidate
-        cand_cfg = cfg if lr is not None else replace(cfg, lr=DEFAULT_LR.get(name, cfg.lr))
+        cand_cfg = cfg if lr is not None or spec is None else replace(cfg, lr=spec.lr)
         trainer = CriticTrainer(model.to(dev), xs, ys, (split_x[0], split_y[0]),
                                 (split_x[1], split_y[1]), cand_cfg, dev)
         on_eval = None
         if checkpoint is not None:
-            from .checkpoint import Checkpointer
-
             ckpt = Checkpointer(Path(checkpoint) / name, every=checkpoint_every or cfg.eval_every)
             if resume:
                 with distributed.agreement():
@@ -364,22 +281,21 @@ def estimate_w1(
         best_step=s.best_step,
         stopped=s.stopped,
         seconds=time.perf_counter() - start,
-        settings={
-            "critic": critic_name, "lipschitz_by_construction": lipschitz_by_construction(model),
-            "max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "holdout": holdout, "eval_every": cfg.eval_every,
-            "early_stop": cfg.early_stop, "device": str(dev), "seed": seed, "world_size": world,
-            "sample_shape": list(xs.shape),
-            "candidates": {k: t.state.best_val for k, t in trained.items()},
-        },
+        settings=EstimateSettings(
+            critic=critic_name, lipschitz_by_construction=lipschitz_by_construction(model),
+            max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+            lr=cfg.lr, holdout=holdout, eval_every=cfg.eval_every,
+            early_stop=cfg.early_stop, device=str(dev), seed=seed, world_size=world,
+            sample_shape=list(xs.shape),
+            candidates={k: t.state.best_val for k, t in trained.items()},
+        ),
     )
     if bracket:
-        from .bracketing import bracket as make_bracket
-
         # Exact solves are not split between ranks: rank 0 solves, the others receive.
         solved = None
         with distributed.agreement():
             if distributed.is_main():
-                solved = make_bracket(x, y, result=result, confidence=confidence, seed=seed).to_dict()
+                upper = upper_bound(x, y, confidence=bracket_side_level(confidence), seed=seed)
+                solved = Bracket.from_sides(result.value, result.std_error, upper, confidence)
         result.bracket = distributed.broadcast_object(solved)
     return result

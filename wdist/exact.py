@@ -1,4 +1,5 @@
-"""Exact sample W1 with POT, and the critic-vs-exact cross-check.
+"""Exact sample W1 with POT: the solver, its size rule, the noise floor and
+the subsampled upper bound.
 
 The exact sample W1 of two empirical measures is the optimal-transport cost
 with Euclidean ground cost.  We solve it with POT's network simplex
@@ -9,25 +10,44 @@ stops early from n ~ 2000 and only warns, returning a cost that is too high),
 and the solver's ``result_code`` checked.
 
 In high dimension the exact *sample* W1 is biased upward (it converges like
-n^(-1/d)): two samples of one distribution are far apart.  ``noise_floor``
-is that bias, measured as the exact W1 between two halves of ``x``.
+n^(-1/d)): two samples of one distribution are far apart.  The noise floor
+(:func:`noise_floor`) is that bias, measured as the exact W1 between two
+disjoint subsamples of one side.
+
+Upper bound (:func:`upper_bound`): W1 is jointly convex in its two arguments
+and ``E[P_m] = P`` for the empirical measure of m i.i.d. samples, so by
+Jensen ``W1(P, Q) = W1(E P_m, E Q_m) <= E W1(P_m, Q_m)``.  The mean exact W1
+over ``repeats`` disjoint size-m subsamples (independent draws, so the
+Student-t interval is valid) plus the one-sided margin
+``t_{level, r-1} * sd / sqrt(r)`` bounds W1 from above with probability
+``level``.  It is loose in high dimension: ``E W1(P_m, Q_m) - W1(P, Q)``
+decays like ``m^(-1/d)`` (Dudley; Fournier & Guillin 2015).
+
+>>> import numpy as np
+>>> round(exact_w1(np.zeros((3, 2)), np.ones((4, 2))), 6)   # every pair is sqrt(2) apart
+1.414214
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import asdict, dataclass
+import math
 
 import numpy as np
+import scipy.stats
 import torch
+from scipy.spatial.distance import cdist
 
-from .data import Samples, as_samples
+from .data import paired_samples
+from .results import UpperBound
 
-__all__ = ["exact_w1", "crosscheck", "CrossCheck", "exact_memory_bytes", "DEFAULT_MAX_POINTS"]
+__all__ = ["exact_w1", "exact_w1_arrays", "check_size", "exact_memory_bytes", "noise_floor", "upper_bound",
+           "choose_subsample_size", "DEFAULT_MAX_POINTS", "MAX_AUTO_M", "MAX_AUTO_REPEATS"]
 
 BYTES_PER_PAIR = 39  # measured: cost matrix (8 B) + network simplex state, POT 0.9.7
 DEFAULT_MAX_POINTS = 8000  # 8000 x 8000: ~2.5 GB, about a minute
-SOUNDNESS_RTOL = 1e-5
+#: Largest automatic subsample: one exact solve of 4000 x 4000 takes 8-16 s and 0.6 GB.
+MAX_AUTO_M = 4000
+MAX_AUTO_REPEATS = 10
 
 
 def exact_memory_bytes(n: int, m: int) -> int:
@@ -35,17 +55,25 @@ def exact_memory_bytes(n: int, m: int) -> int:
     return int(BYTES_PER_PAIR * n * m)
 
 
-def _as_matrix(samples: Samples) -> np.ndarray:
-    if samples.in_memory:
-        data = samples.data
-    else:
-        data = torch.cat(list(samples.batches(torch.arange(len(samples)), 256)))
-    return data.reshape(len(data), -1).double().numpy()
+def check_size(n: int, m: int, max_points: int = DEFAULT_MAX_POINTS, force: bool = False) -> None:
+    """The one size rule of exact solves: refuse more than ``max_points`` per side unless ``force``.
+
+    Raises
+    ------
+    ValueError
+        Stating the memory the solve would need.
+    """
+    if max(n, m) > max_points and not force:
+        gb = exact_memory_bytes(n, m) / 1e9
+        raise ValueError(
+            f"exact_w1: {n} x {m} points need about {gb:.1f} GB and grow quadratically "
+            f"(max_points={max_points}); subsample, raise max_points or pass force=True"
+        )
 
 
-def _exact_from_arrays(a: np.ndarray, b: np.ndarray) -> float:
-    import ot
-    from scipy.spatial.distance import cdist
+def exact_w1_arrays(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact W1 between the rows of two float64 matrices ``(n, D)`` and ``(m, D)`` (no size check)."""
+    import ot  # POT takes a second to import: only when solving
 
     cost = cdist(a, b, metric="euclidean")
     wa = np.full(len(a), 1.0 / len(a))
@@ -58,22 +86,6 @@ def _exact_from_arrays(a: np.ndarray, b: np.ndarray) -> float:
             f"{log.get('warning')}); the cost would be too high"
         )
     return float(value)
-
-
-def _exact_samples(x, y) -> tuple[Samples, Samples]:
-    xs, ys = as_samples(x, "x", dtype=torch.float64), as_samples(y, "y", dtype=torch.float64)
-    if xs.shape != ys.shape:
-        raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
-    return xs, ys
-
-
-def _check_size(n: int, m: int, max_points: int, force: bool) -> None:
-    if max(n, m) > max_points and not force:
-        gb = exact_memory_bytes(n, m) / 1e9
-        raise ValueError(
-            f"exact_w1: {n} x {m} points need about {gb:.1f} GB and grow quadratically "
-            f"(max_points={max_points}); subsample, raise max_points or pass force=True"
-        )
 
 
 def exact_w1(x, y, *, max_points: int = DEFAULT_MAX_POINTS, force: bool = False) -> float:
@@ -101,95 +113,82 @@ def exact_w1(x, y, *, max_points: int = DEFAULT_MAX_POINTS, force: bool = False)
     RuntimeError
         If the solver stops before the optimum.
     """
-    xs, ys = _exact_samples(x, y)
-    _check_size(len(xs), len(ys), max_points, force)
-    return _exact_from_arrays(_as_matrix(xs), _as_matrix(ys))
+    xs, ys = paired_samples(x, y, torch.float64)
+    check_size(len(xs), len(ys), max_points, force)
+    return exact_w1_arrays(xs.matrix(), ys.matrix())
 
 
-def noise_floor(x, *, seed: int = 0, max_points: int = DEFAULT_MAX_POINTS, force: bool = False) -> float:
-    """Exact W1 between two random halves of ``x``: the sampling bias of the exact value."""
-    return _noise_floor_from_array(_as_matrix(as_samples(x, "x", dtype=torch.float64)), seed, max_points, force)
+def noise_floor(a: np.ndarray, m: int, order: np.ndarray) -> float:
+    """Exact W1 between the disjoint subsamples ``a[order[:m]]`` and ``a[order[m:2m]]`` of one side.
+
+    Its population value is 0, so it measures the upward bias of an exact
+    sample W1 of size m.
+    """
+    return exact_w1_arrays(a[order[:m]], a[order[m : 2 * m]])
 
 
-def _noise_floor_from_array(a: np.ndarray, seed: int, max_points: int, force: bool) -> float:
-    if len(a) < 4:
-        raise ValueError(f"x: need at least 4 samples for a noise floor, got {len(a)}")
-    perm = np.random.default_rng(seed).permutation(len(a))
-    half = len(a) // 2
-    _check_size(half, half, max_points, force)
-    return _exact_from_arrays(a[perm[:half]], a[perm[half : 2 * half]])
+def choose_subsample_size(n_x: int, n_y: int, max_points: int = DEFAULT_MAX_POINTS) -> tuple[int, int]:
+    """Automatic (m, repeats).
+
+    Rule: m is as large as possible while (i) each side still gives at least
+    four disjoint subsamples, (ii) one solve stays under ``MAX_AUTO_M``
+    points (~16 s, 0.6 GB) and ``max_points``.  Then as many disjoint repeats
+    as fit, at most 10.  Four rather than two repeats: with two, the spread
+    estimate is so unstable that the Student-t margin missed W1 in 1 of 20
+    runs on a 1-D mixture (t quantile 12.7 at 97.5%, yet two close values).
+    """
+    n = min(n_x, n_y)
+    if n < 8:
+        raise ValueError(f"bracket: need at least 8 samples per side, got {n}")
+    m = min(n // 4, MAX_AUTO_M, max_points)
+    return m, min(MAX_AUTO_REPEATS, n // m)
 
 
-@dataclass
-class CrossCheck:
-    """Critic versus exact OT on the same samples.
+def _check_subsample_size(n: int, m: int, max_points: int) -> None:
+    if not 2 <= m <= n // 2:
+        raise ValueError(f"m: must be between 2 and half the smaller sample ({n // 2}), got {m}")
+    if m > max_points:
+        raise ValueError(f"m: {m} points need about {exact_memory_bytes(m, m) / 1e9:.1f} GB per solve "
+                         f"(max_points={max_points})")
 
-    Attributes
+
+def upper_bound(
+    x, y, *, m: int | None = None, repeats: int | None = None, confidence: float = 0.95,
+    seed: int = 0, max_points: int = DEFAULT_MAX_POINTS,
+) -> UpperBound:
+    """One-sided ``confidence`` upper bound on W1(P, Q) from exact solves on disjoint subsamples.
+
+    Parameters
     ----------
-    exact : float
-        Exact sample W1 (POT).
-    critic : float
-        In-sample gap of the trained critic divided by ``max(1, lipschitz)``;
-        never above ``exact`` when the certificate is sound.
-    ratio : float
-        ``critic / exact``: tightness of the critic.
-    noise_floor : float
-        Exact W1 between two halves of x: how much of ``exact`` is sampling noise.
-    lipschitz : float
-        Certified Lipschitz bound of the critic.
-    sound : bool
-        ``critic <= exact * (1 + 1e-5)``; False means a broken certificate (a bug).
+    x, y : as for :func:`exact_w1`.
+    m, repeats : int, optional
+        Subsample size and number of disjoint subsamples per side; default
+        by :func:`choose_subsample_size`.
+    confidence : float
+        One-sided level of the Student-t margin.
+    seed : int
+        Fixes the subsamples.
+
+    Returns
+    -------
+    UpperBound
+        Also carries the noise floor: exact W1 between the first two size-m
+        subsamples of x (NaN when x has fewer than 2m samples).
     """
-
-    exact: float
-    critic: float
-    ratio: float
-    noise_floor: float
-    lipschitz: float
-    sound: bool
-    n_x: int
-    n_y: int
-    critic_name: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def crosscheck(
-    x,
-    y,
-    *,
-    critic="auto",
-    steps: int | None = None,
-    seed: int = 0,
-    max_points: int = DEFAULT_MAX_POINTS,
-    force: bool = False,
-    progress: bool = True,
-    **estimate_kwargs,
-) -> CrossCheck:
-    """Train the critic on *all* samples and compare its gap with the exact W1.
-
-    On the same samples the dual gap of a 1-Lipschitz critic can never exceed
-    the exact W1 (Kantorovich-Rubinstein), so this checks both the tightness
-    of the critic (``ratio``) and the soundness of its certificate.
-    """
-    from .estimator import estimate_w1
-
-    xs, ys = _exact_samples(x, y)
-    _check_size(len(xs), len(ys), max_points, force)
-    a = _as_matrix(xs)  # read once: for image folders this decodes every file
-    exact = _exact_from_arrays(a, _as_matrix(ys))
-    floor = _noise_floor_from_array(a, seed, max_points, force)
-    res = estimate_w1(xs.data if xs.in_memory else x, ys.data if ys.in_memory else y, critic=critic,
-                      steps=steps, holdout=0.0, seed=seed, progress=progress, **estimate_kwargs)
-    value = res.value
-    sound = value <= exact * (1 + SOUNDNESS_RTOL) + 1e-12
-    if not sound:
-        warnings.warn(
-            f"crosscheck: critic gap {value:.8g} exceeds the exact W1 {exact:.8g}: the Lipschitz "
-            f"certificate is broken; please report this as a bug", RuntimeWarning, stacklevel=2)
-    return CrossCheck(
-        exact=exact, critic=value, ratio=value / exact if exact > 0 else float("nan"),
-        noise_floor=floor, lipschitz=res.lipschitz, sound=sound, n_x=len(xs), n_y=len(ys),
-        critic_name=res.settings["critic"],
-    )
+    xs, ys = paired_samples(x, y, torch.float64)
+    a, b = xs.matrix(), ys.matrix()
+    auto_m, _ = choose_subsample_size(len(a), len(b), max_points)
+    m = m or auto_m
+    n = min(len(a), len(b))
+    _check_subsample_size(n, m, max_points)
+    repeats = repeats or min(MAX_AUTO_REPEATS, n // m)
+    if repeats < 2 or repeats * m > n:
+        raise ValueError(f"repeats: need 2 <= repeats <= {n // m} disjoint subsamples of size {m}, got {repeats}")
+    rng = np.random.default_rng(seed)
+    pa, pb = rng.permutation(len(a)), rng.permutation(len(b))
+    values = [exact_w1_arrays(a[pa[i * m : (i + 1) * m]], b[pb[i * m : (i + 1) * m]]) for i in range(repeats)]
+    floor = noise_floor(a, m, pa) if len(a) >= 2 * m else float("nan")
+    mean = float(np.mean(values))
+    margin = scipy.stats.t.ppf(confidence, repeats - 1) * float(np.std(values, ddof=1)) / math.sqrt(repeats)
+    return UpperBound(upper=mean + margin, mean=mean, values=values, noise_floor=floor, m=m, repeats=repeats,
+                      level=confidence)

@@ -121,7 +121,7 @@ def find_images(directory: str | Path, recursive: bool = False) -> list[Path]:
         raise ImageError(f"{directory}: cannot list folder: {exc.strerror or exc}") from exc
     if not contents:
         raise ImageError(f"{directory}: folder is empty")
-    hint = "" if recursive or not any(p.is_dir() for p in contents) else " (use --recursive for subfolders)"
+    hint = "" if recursive or not any(p.is_dir() for p in contents) else " (pass recursive=True for subfolders)"
     raise ImageError(
         f"{directory}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}){hint}"
     )
@@ -146,7 +146,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                 if img.width * img.height > max_pixels:
                     raise ImageError(
                         f"{path}: {img.width}x{img.height} pixels exceed the limit of {max_pixels} "
-                        f"(possible decompression bomb; raise it with --max-pixels)"
+                        f"(possible decompression bomb; raise it with max_pixels)"
                     )
                 img.load()
     except ImageError:
@@ -287,10 +287,6 @@ class ImageFolder(Dataset):
                 self.cached_bytes += pixels.nbytes
         return torch.from_numpy(pixels_to_array(pixels))
 
-    def to_tensor(self) -> torch.Tensor:
-        """All images stacked in memory, ``(N, C, H, W)``."""
-        return torch.stack([self[i] for i in range(len(self))])
-
 
 # -------------------------------------------------------------------- index
 @dataclass
@@ -395,7 +391,7 @@ def index_folder(
         elif skip_bad:
             index.skipped.append(error)
         else:
-            raise ImageError(error + " (use --skip-bad-images to leave bad images out)")
+            raise ImageError(error + " (pass skip_bad=True to leave bad images out)")
     if not index.paths:
         raise ImageError(f"{directory}: none of the {len(paths)} image files could be read")
     return index

@@ -14,24 +14,69 @@ Each factor is the *exact* operator norm of the layer as its weights are now
 * sorting activations, pixel unshuffle, flatten: permutations, norm 1.
 
 Layers of unknown type raise :class:`TypeError` instead of being assumed
-1-Lipschitz.  A module may certify itself by defining
-``lipschitz_bound(self, input_shape) -> float``; other types can be added
-with :func:`register_lipschitz`.
+1-Lipschitz.  Other types can be added with :func:`register_lipschitz`.
+
+The certification protocols, declared here and nowhere else:
+
+* :class:`SelfCertified`: a module with ``lipschitz_bound(input_shape) -> float``
+  certifies itself (e.g. :class:`wdist.nn.DistanceMin`);
+* :class:`DeclaresConstruction`: a module with ``lipschitz_by_construction =
+  False`` is certified only by its measured constant, not by design (OSSN,
+  WGAN-GP); :func:`lipschitz_by_construction` reads it;
+* :class:`Penalized`: a critic with ``penalty(x, y) -> Tensor`` has it added to
+  the training loss (WGAN-GP's gradient penalty); :func:`training_penalty` finds it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
 from .nn.activations import GroupSort
 
-__all__ = ["lipschitz_bound", "register_lipschitz", "conv2d_operator_norm", "linear_operator_norm"]
+__all__ = ["lipschitz_bound", "register_lipschitz", "conv2d_operator_norm", "linear_operator_norm",
+           "SelfCertified", "DeclaresConstruction", "Penalized", "lipschitz_by_construction",
+           "training_penalty"]
 
 Shape = tuple[int, ...]
 _RULES: list[tuple[type, Callable[[nn.Module, Shape], float]]] = []
+
+
+@runtime_checkable
+class SelfCertified(Protocol):
+    """A layer that states its own certified L2 Lipschitz bound for inputs of ``input_shape``."""
+
+    def lipschitz_bound(self, input_shape: Shape) -> float: ...
+
+
+@runtime_checkable
+class DeclaresConstruction(Protocol):
+    """A module that says whether it is 1-Lipschitz by design (False: only measured)."""
+
+    lipschitz_by_construction: bool
+
+
+@runtime_checkable
+class Penalized(Protocol):
+    """A critic whose training loss adds ``penalty(x, y)`` (a scalar tensor)."""
+
+    def penalty(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+def lipschitz_by_construction(critic: nn.Module) -> bool:
+    """False when any part of ``critic`` declares ``lipschitz_by_construction = False``.
+
+    Such critics (OSSN, WGAN-GP) are still certified *after* training by
+    :func:`lipschitz_bound`; their bound is just not 1 by design.
+    """
+    return all(m.lipschitz_by_construction for m in critic.modules() if isinstance(m, DeclaresConstruction))
+
+
+def training_penalty(critic: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The critic's ``penalty(x, y)`` to add to the training loss, or None."""
+    return critic.penalty if isinstance(critic, Penalized) and callable(critic.penalty) else None
 
 
 def register_lipschitz(*types: type) -> Callable:
@@ -182,9 +227,8 @@ def _module_bound(module: nn.Module, input_shape: Shape, name: str) -> tuple[flo
             factor, shape = _module_bound(child, shape, f"{name}.{child_name}" if name else child_name)
             total *= factor
         return total, shape
-    custom = getattr(module, "lipschitz_bound", None)
-    if callable(custom):
-        factor = float(custom(input_shape))
+    if isinstance(module, SelfCertified) and callable(module.lipschitz_bound):
+        factor = float(module.lipschitz_bound(input_shape))
     else:
         rule = next((fn for t, fn in _RULES if isinstance(module, t)), None)
         if rule is None:

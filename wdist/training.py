@@ -16,14 +16,15 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .data import Samples
+from .data import Samples, critic_values, training_batches
+from .lipschitz import training_penalty
 from .nn import retract_
 
 __all__ = ["TrainConfig", "CriticTrainer", "critic_values", "gap_statistics", "make_adam"]
@@ -54,23 +55,6 @@ def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
     return mx - my, math.sqrt(var)
 
 
-@torch.no_grad()
-def critic_values(
-    critic: nn.Module, samples: Samples, indices: torch.Tensor, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU."""
-    was_training = critic.training
-    critic.eval()
-    try:
-        out = [torch.zeros(0, dtype=torch.float64)] + [
-            critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu()
-            for batch in samples.batches(indices, batch_size)
-        ]
-    finally:
-        critic.train(was_training)
-    return torch.cat(out)
-
-
 def make_adam(params, lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel where torch has one for these parameters.
 
@@ -82,50 +66,6 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):  # device or dtype without a fused kernel
         return torch.optim.Adam(params, lr=lr)
-
-
-def _epoch_seed(seed: int, side: int, epoch: int) -> int:
-    return (seed * 1_000_003 + side * 7919 + epoch) % (2**63)
-
-
-class _StepBatches:
-    """Deterministic index batches for steps start, start+1, ... (drop-last epochs).
-
-    ``batch_size`` is the global batch; each rank yields its strided share of it.
-    """
-
-    def __init__(self, indices: torch.Tensor, batch_size: int, seed: int, side: int, start: int):
-        self.indices = indices
-        self.batch_size = min(batch_size, len(indices))
-        self.per_epoch = len(indices) // self.batch_size
-        self.seed, self.side, self.step = seed, side, start
-        self._epoch, self._perm = -1, indices
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return self
-
-    def __next__(self) -> list[int]:
-        epoch, j = divmod(self.step, self.per_epoch)
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(_epoch_seed(self.seed, self.side, epoch))
-            self._perm = self.indices[torch.randperm(len(self.indices), generator=gen)]
-            self._epoch = epoch
-        self.step += 1
-        return distributed.share(self._perm[j * self.batch_size : (j + 1) * self.batch_size]).tolist()
-
-
-def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int):
-    """(this rank's batches, global batch size) for steps ``start, start+1, ...``."""
-    batches = _StepBatches(indices, cfg.batch_size, cfg.seed, side, start)
-    if samples.in_memory:
-        return (samples.data[idx] for idx in batches), batches.batch_size
-    loader = torch.utils.data.DataLoader(
-        samples.data,
-        batch_sampler=batches,
-        num_workers=samples.num_workers,
-        collate_fn=samples._collate,
-    )
-    return iter(loader), batches.batch_size
 
 
 @dataclass
@@ -218,11 +158,10 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
-        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
+        xs, bx = training_batches(self.x, self.train_idx[0], cfg.batch_size, cfg.seed, 0, s.step)
+        ys, by = training_batches(self.y, self.train_idx[1], cfg.batch_size, cfg.seed, 1, s.step)
         world = distributed.world_size()
-        penalty = getattr(self.critic, "penalty", None)
-        penalty = penalty if callable(penalty) else None
+        penalty = training_penalty(self.critic)
         if penalty is not None and world > 1:
             # The penalty's double backward runs outside DDP's gradient hooks.
             raise ValueError("critic: gradient-penalty critics (wgan-gp) run in one process only, not under torchrun")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -41,7 +42,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S", "RankError", "init_from_env", "is_active", "rank", "world_size", "is_main",
     "local_rank", "restart_count", "share", "all_reduce_sum", "moments", "gather_strided",
     "broadcast_object", "agreement", "raise_if_any_failed", "check_same", "same_parameters",
-    "wrap_ddp", "barrier", "shutdown",
+    "wrap_ddp", "shutdown",
 ]
 
 #: Seconds a collective may wait for the other ranks before the job fails
@@ -124,11 +125,6 @@ def shutdown() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_active():
-        dist.barrier()
 
 
 def _comm_device() -> torch.device:
@@ -286,7 +282,5 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
 def _no_buffer_sync() -> dict:
     """``forward_sync_buffers=False`` where torch has it (``broadcast_buffers`` is
     deprecated there), ``broadcast_buffers=False`` on older releases."""
-    import inspect
-
     params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}

@@ -31,10 +31,12 @@ class OSSNKernel(CachedParametrization):
 
     Parameters
     ----------
-    out_features, in_features : int
-        Shape of the reshaped matrix (in_features = in * k1 * k2).
+    raw : Tensor (out, in, k1, k2)
+        The initial kernel: its reshaped (out, in*k1*k2) matrix sizes the
+        power-iteration vectors ``u`` (out) and ``v`` (in*k1*k2), which
+        start converged on it.
     init_iters : int
-        Power iterations run at construction (the estimate starts converged).
+        Power iterations run at construction.
     """
 
     def __init__(self, raw: torch.Tensor, init_iters: int = 20) -> None:
@@ -86,7 +88,7 @@ class OSSNConv2d(SameConv2d):
     Convolutional Networks", NeurIPS 2019 (OSSN baseline).
     """
 
-    #: Read by :func:`wdist.critics.lipschitz_by_construction`: the reshaped
+    #: Read by :func:`wdist.lipschitz.lipschitz_by_construction`: the reshaped
     #: kernel's norm does not bound the convolution's.
     lipschitz_by_construction = False
 
@@ -102,13 +104,6 @@ class OSSNConv2d(SameConv2d):
         super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
         self.init_orthogonal_()
         parametrize.register_parametrization(self, "weight", OSSNKernel(self.weight.detach()), unsafe=True)
-
-    @property
-    def reshaped_norm_estimate(self) -> float:
-        """Current power-iteration estimate ``u^T M v`` of the raw reshaped kernel's norm."""
-        p = self.parametrizations.weight
-        m = p.original.detach().flatten(1)
-        return float(p[0]._u @ (m @ p[0]._v))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", ossn=True"

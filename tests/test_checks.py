@@ -1,4 +1,5 @@
-"""wdist.bracket: certified lower side, exact-OT upper side, against known W1."""
+"""wdist.checks: the crosscheck (critic vs exact on the same samples) and the bracket
+(certified lower side, exact-OT upper side), against known W1."""
 
 import types
 
@@ -9,7 +10,8 @@ import scipy.stats
 import torch
 
 import wdist
-from wdist.exact import choose_subsample_size
+
+from helpers import _shifted_gaussians
 
 
 def _translation(n: int, d: int, norm: float, seed: int):
@@ -37,14 +39,6 @@ def _mixture_sample(n, mix, rng):
 
 MIXTURE_W1 = scipy.integrate.quad(lambda t: abs(_mixture_cdf(t, P_MIX) - _mixture_cdf(t, Q_MIX)),
                                   -15, 15, limit=200)[0]
-
-
-def test_automatic_subsample_rule():
-    assert choose_subsample_size(20_000, 30_000) == (4000, 5)
-    assert choose_subsample_size(1000, 900) == (225, 4)
-    assert choose_subsample_size(100, 100, max_points=20) == (20, 5)
-    with pytest.raises(ValueError, match="at least 8"):
-        choose_subsample_size(7, 100)
 
 
 def test_bracket_contains_a_known_translation_and_is_consistent():
@@ -111,3 +105,52 @@ def test_bracket_width_shrinks_with_n():
 
     small, large = mean_width(400), mean_width(4000)
     assert large < 0.6 * small
+
+
+def test_crosscheck_small_case_is_sound():
+    x, y = _shifted_gaussians(300, 2, shift=1.0)
+    res = wdist.crosscheck(x, y, critic="mlp", steps=300, progress=False)
+    assert res.sound and res.critic <= res.exact * (1 + 1e-5)
+    assert 0.8 < res.ratio <= 1 + 1e-5
+    assert res.noise_floor > 0
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    return images, torch.as_tensor(digits.target)
+
+
+@pytest.mark.slow
+def test_crosscheck_digits_translation_is_exact():
+    """Same samples shifted by 0.05 per pixel: sample W1 = 0.05 * 8 = 0.4 exactly."""
+    images, _ = _digits()
+    res = wdist.crosscheck(images, images + 0.05, steps=600, progress=False)
+    assert res.exact == pytest.approx(0.4, rel=0.01)
+    assert res.critic == pytest.approx(0.4, rel=0.01)
+    assert res.sound
+
+
+@pytest.mark.slow
+def test_crosscheck_digits_low_vs_high_is_tight_and_sound():
+    images, labels = _digits()
+    res = wdist.crosscheck(images[labels < 5], images[labels >= 5], steps=800, progress=False)
+    assert res.sound, "critic gap above the exact W1: broken Lipschitz certificate"
+    assert res.ratio >= 0.90
+    assert res.noise_floor > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("d", [2, 8])
+def test_crosscheck_gaussian_mixtures_is_tight_and_sound(d):
+    gen = torch.Generator().manual_seed(d)
+    centers = 3 * torch.randn(4, d, generator=gen)
+    x = centers[torch.randint(4, (600,), generator=gen)] + 0.5 * torch.randn(600, d, generator=gen)
+    y = centers[torch.randint(4, (600,), generator=gen)].flip(1) + 0.5 * torch.randn(600, d, generator=gen)
+    res = wdist.crosscheck(x, y, steps=800, progress=False)
+    assert res.sound
+    assert res.ratio >= 0.97
+    neural = wdist.crosscheck(x, y, critic="mlp", steps=400, progress=False)
+    assert neural.sound and neural.ratio > 0.5

@@ -213,3 +213,64 @@ def test_bracket_flag_adds_the_upper_side(folders, tmp_path):
     block = json.loads(out.read_text())["bracket"]
     assert block["consistent"] and block["lower"] <= block["upper"]
     assert block["m"] == 6 and block["repeats"] == 4  # 24 images per side: m = 24 // 4
+
+
+# -------------------------------------------------------------------- score
+SCORE_LINE = re.compile(r"score: mean (?P<mean>\S+)  std (?P<std>\S+)  n (?P<n>\d+)  Lipschitz <= (?P<lip>\S+)$")
+GAP_LINE = re.compile(r"^gap: (?P<gap>\S+)  95% CI \[(?P<lo>\S+), (?P<hi>\S+)\]  Lipschitz <= (?P<lip>\S+)$")
+
+
+@pytest.fixture
+def saved_critic(folders, tmp_path):
+    path = tmp_path / "critic.safetensors"
+    result = invoke("estimate", *folders, "--steps", "10", "--critic", "bcop", "--save-critic", path, "--quiet")
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _certified_scores(critic_path, folder):
+    critic = wdist.load_critic(critic_path)
+    with torch.no_grad():
+        return critic(load_png_folder(folder)).reshape(-1).double() / max(1.0, critic.lipschitz), critic.lipschitz
+
+
+def test_score_one_folder_prints_the_certified_scores(folders, saved_critic, tmp_path):
+    a, _ = folders
+    result = invoke("score", a, "--critic", saved_critic, "--json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    match = SCORE_LINE.match(result.stdout.splitlines()[0])
+    assert match, result.stdout
+    expected, lipschitz = _certified_scores(saved_critic, a)
+    assert float(match["mean"]) == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert float(match["std"]) == pytest.approx(float(expected.std()), rel=1e-5)  # unbiased, as printed
+    assert int(match["n"]) == 24 and float(match["lip"]) == pytest.approx(lipschitz, rel=1e-5)
+    payload = json.loads((tmp_path / "s.json").read_text())
+    scores = payload["folders"][0]["scores"]
+    assert list(scores) == [f"img_{i:03d}.png" for i in range(24)]
+    assert list(scores.values()) == pytest.approx(expected.tolist(), abs=1e-9)
+    assert payload["lipschitz"] == lipschitz and payload["command"]["name"] == "score"
+
+
+def test_score_two_folders_gives_the_gap_with_an_interval(folders, saved_critic):
+    a, b = folders
+    result = invoke("score", a, b, "--critic", saved_critic)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    match = GAP_LINE.match(lines[0])
+    assert match, result.stdout
+    fa, fb = _certified_scores(saved_critic, a)[0], _certified_scores(saved_critic, b)[0]
+    se = float((fa.var() / len(fa) + fb.var() / len(fb)).sqrt())
+    assert float(match["gap"]) == pytest.approx(float(fa.mean() - fb.mean()), rel=1e-5)
+    assert float(match["hi"]) - float(match["gap"]) == pytest.approx(1.959964 * se, rel=1e-4)
+    assert sum(bool(SCORE_LINE.search(ln)) for ln in lines) == 2
+
+
+@pytest.mark.parametrize("options,needle", [(("--size", "4x4"), "3x4x4"), (("--grayscale",), "1x8x8")])
+def test_score_refuses_images_of_another_shape(folders, saved_critic, options, needle):
+    result = invoke("score", folders[0], "--critic", saved_critic, *options)
+    assert_bad_input(result, "critic.safetensors", "3x8x8", needle)
+
+
+def test_score_names_an_unreadable_critic_file(folders, tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    assert_bad_input(invoke("score", folders[0], "--critic", tmp_path / "junk.safetensors"), "junk.safetensors")

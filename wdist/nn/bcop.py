@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn.utils import parametrize
 
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
@@ -214,11 +213,7 @@ class BCOPConv2d(SameConv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
         kernel = BCOPKernel(in_channels, out_channels, kernel_size, bjorck_iters, bjorck_tol)
-        del self.weight
-        self.weight = nn.Parameter(kernel.init_raw())
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-        parametrize.register_parametrization(self, "weight", kernel, unsafe=True)
+        self.constrain_kernel_(lambda free: kernel, kernel.init_raw(), unsafe=True)
 
     @property
     def kernel_builder(self) -> BCOPKernel:

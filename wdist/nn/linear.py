@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
@@ -53,4 +52,4 @@ class BjorckLinear(nn.Linear):
         nn.init.orthogonal_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        parametrize.register_parametrization(self, "weight", BjorckWeight(bjorck_iters, bjorck_tol))
+        BjorckWeight(bjorck_iters, bjorck_tol).register(self)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from .cache import CachedParametrization
 from .sameconv import SameConv2d
@@ -102,8 +101,7 @@ class OSSNConv2d(SameConv2d):
         padding: str = "circular",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
-        self.init_orthogonal_()
-        parametrize.register_parametrization(self, "weight", OSSNKernel(self.weight.detach()), unsafe=True)
+        self.constrain_kernel_(OSSNKernel, unsafe=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", ossn=True"

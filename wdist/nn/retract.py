@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cache import CachedParametrization
+from .cache import constrained_weights
 
 __all__ = ["retract_"]
 
@@ -21,12 +21,6 @@ def retract_(module: nn.Module) -> nn.Module:
     under Adam.  Certificates never depend on it: :func:`wdist.lipschitz_bound`
     reads the weights as they are.
     """
-    for layer in module.modules():
-        parametrizations = getattr(layer, "parametrizations", None)
-        if parametrizations is None:
-            continue
-        for plist in parametrizations.values():
-            builder = plist[0]
-            if isinstance(builder, CachedParametrization):
-                builder.project_(plist.original)
+    for builder, free in constrained_weights(module):
+        builder.project_(free)
     return module

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn.utils import parametrize
 
 from .bjorck import DEFAULT_BJORCK_ITERS, DEFAULT_BJORCK_TOL, bjorck_orthonormalize, bjorck_project
 from .cache import CachedParametrization
@@ -81,8 +80,7 @@ class RKOConv2d(SameConv2d):
         bjorck_tol: float | None = DEFAULT_BJORCK_TOL,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
-        self.init_orthogonal_()
-        parametrize.register_parametrization(self, "weight", RKOKernel(bjorck_iters, bjorck_tol))
+        self.constrain_kernel_(lambda free: RKOKernel(bjorck_iters, bjorck_tol))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", rko=True"

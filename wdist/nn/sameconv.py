@@ -1,11 +1,14 @@
-"""Base class of the certified convolutions: stride 1, output the input's size."""
+"""Base class of the constrained convolutions: stride 1, output the input's size."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import CachedParametrization
 from .padding import circular_pad
 
 __all__ = ["SameConv2d"]
@@ -36,9 +39,27 @@ class SameConv2d(nn.Conv2d):
         padded = circular_pad(input, tuple(self._reversed_padding_repeated_twice))
         return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
-    def init_orthogonal_(self) -> None:
-        """Orthogonal reshaped kernel (out, in*k*k), zero bias: the usual start of a Lipschitz layer."""
+    def constrain_kernel_(
+        self,
+        builder: Callable[[torch.Tensor], CachedParametrization],
+        free: torch.Tensor | None = None,
+        *,
+        unsafe: bool = False,
+    ) -> None:
+        """Start the layer and parametrize its kernel: the one constructor step of every constrained conv.
+
+        The free tensor is ``free`` when given (e.g. BCOP's stack of
+        matrices, ``unsafe=True`` since the kernel has another shape),
+        otherwise the kernel with an orthogonal reshaped (out, in*k*k) matrix,
+        the usual start of a Lipschitz layer; the bias starts at zero; then
+        ``builder(free)`` becomes the kernel's parametrization.
+        """
         with torch.no_grad():
-            nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
+            if free is None:
+                nn.init.orthogonal_(self.weight.view(self.out_channels, -1))
+            else:
+                del self.weight
+                self.weight = nn.Parameter(free)
             if self.bias is not None:
                 nn.init.zeros_(self.bias)
+        builder(self.weight.detach()).register(self, unsafe=unsafe)

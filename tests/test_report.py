@@ -1,0 +1,77 @@
+"""Artefacts of a result: the saved critic loads back with a recomputed certificate."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import wdist
+from wdist.critics import build_critic
+
+from helpers import _shifted_gaussians
+
+
+def _images(n: int = 40, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=gen), torch.rand(n, 1, 8, 8, generator=gen) * 0.8
+
+
+@pytest.mark.parametrize("critic", ["bcop", "anchors", "mlp"])
+def test_saved_critic_loads_back_with_identical_values(tmp_path, critic):
+    x, y = _images() if critic == "bcop" else _shifted_gaussians(120, 3, shift=0.5)
+    res = wdist.estimate_w1(x, y, critic=critic, steps=20, eval_every=10, progress=False, device="cpu")
+    path = wdist.save_critic(res, tmp_path / "critic.safetensors")
+    rng_before = torch.get_rng_state()
+    loaded = wdist.load_critic(path)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # loading leaves the caller's RNG alone
+    assert not loaded.training and loaded.sample_shape == tuple(res.settings.sample_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), res.critic(x)) and torch.equal(loaded(y), res.critic(y))
+    assert loaded.lipschitz == res.lipschitz  # recomputed from the same weights: the same float64
+
+
+def test_the_certificate_is_recomputed_not_read_from_the_metadata(tmp_path):
+    critic = build_critic("wgan-gp", (4,))  # unconstrained layers: the bound is what the weights say
+    state = {k: v.contiguous() for k, v in critic.state_dict().items()}
+    true_bound = wdist.lipschitz_bound(critic, (4,))
+    assert true_bound > 1.01
+    path = tmp_path / "tampered.safetensors"
+    save_file(state, str(path), metadata={"critic": "wgan-gp", "sample_shape": "[4]", "lipschitz": "1.0"})
+    loaded = wdist.load_critic(path)
+    assert loaded.lipschitz == pytest.approx(true_bound, rel=1e-12)
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"critic": "nope", "sample_shape": "[4]"}, "not one of wdist's named critics"),
+    ({"critic": "linear", "sample_shape": "[0, 4]"}, "sample_shape"),
+    ({"critic": "linear", "sample_shape": "[5]"}, "do not fit"),
+])
+def test_bad_metadata_is_a_value_error_naming_the_file(tmp_path, meta, match):
+    state = {k: v.contiguous() for k, v in build_critic("linear", (4,)).state_dict().items()}
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=match) as info:
+        wdist.load_critic(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_file_that_is_not_safetensors_is_a_value_error_naming_it(tmp_path):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable safetensors critic") as info:
+        wdist.load_critic(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ValueError, match="missing.safetensors"):
+        wdist.load_critic(tmp_path / "missing.safetensors")
+
+
+def test_saved_metadata_names_the_critic_and_its_shape(tmp_path):
+    x, y = _shifted_gaussians(60, 2)
+    res = wdist.estimate_w1(x, y, critic="linear", steps=10, eval_every=10, progress=False)
+    path = wdist.save_critic(res, tmp_path / "c.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["critic"] == "linear" and json.loads(meta["sample_shape"]) == [2]
+    assert set(load_file(str(path))) == set(res.critic.state_dict())

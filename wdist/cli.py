@@ -22,30 +22,17 @@ import click
 from . import distributed
 from ._version import __version__
 from .checkpoint import checkpoint_steps
-from .critics import CRITICS
+from .cli_options import (IMAGE_RULES, confidence_option, device_option, exact_options, folder_args,
+                          image_options, json_option, train_options)
 from .demo import run_demo
-from .exact import DEFAULT_MAX_POINTS
 from .folders import (LoadOptions, TrainOptions, crosscheck_folders, estimate_folders, exact_folders,
                       score_folders)
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from .images import parse_size
 from .report import OutputFiles
 
 __all__ = ["main", "cli", "parse_size", "checkpoint_steps"]
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-IMAGE_RULES = f"""
-\b
-Images: {' '.join(IMAGE_EXTENSIONS)} (any letter case; hidden files skipped).
-Every image is converted to RGB (8-bit luma L with --grayscale;
-transparency onto white, 16-bit scaled to [0, 1]) and resized with PIL's
-LANCZOS filter to --size, by default the size of the first image (sorted by
-path) of DIR_A; --center-crop crops to the target aspect ratio first instead
-of stretching.  Pixel values are in [0, 1], so W1 is in those units: the L2
-distance over all C*H*W values.  Each image is decoded once up front, so a
-bad file is reported (by name) before any training; images above --max-pixels
-are refused as possible decompression bombs.
-"""
 
 
 # ------------------------------------------------------------------ errors
@@ -128,89 +115,6 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-# ------------------------------------------------------------- parameters
-def parse_size(text: str) -> tuple[int, int]:
-    """``"H"`` or ``"HxW"`` -> ``(H, W)``, both positive.
-
-    Raises
-    ------
-    ValueError
-        With the reason.
-    """
-    parts = text.strip().lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"{text!r} is not H or HxW with positive integers (e.g. 32 or 32x48)")
-    h, w = (int(parts[0]), int(parts[-1]))
-    if h < 1 or w < 1:
-        raise ValueError(f"{text!r}: height and width must be at least 1")
-    return h, w
-
-
-class SizeType(click.ParamType):
-    """Click type for ``--size H[xW]``."""
-
-    name = "H[xW]"
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return "H[xW]"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def _options(*decorators: Callable) -> Callable:
-    def apply(fn: Callable) -> Callable:
-        for deco in reversed(decorators):
-            fn = deco(fn)
-        return fn
-
-    return apply
-
-
-def _folder_args() -> Callable:
-    return _options(click.argument("dir_a", type=click.Path(path_type=Path)),
-                    click.argument("dir_b", type=click.Path(path_type=Path)))
-
-
-def _image_options() -> Callable:
-    return _options(
-        click.option("--size", type=SizeType(), default=None,
-                     help="Resize every image to H or HxW pixels [default: size of the first image of DIR_A]."),
-        click.option("--center-crop", is_flag=True,
-                     help="Crop to the target aspect ratio before resizing instead of stretching."),
-        click.option("--grayscale/--rgb", default=False, show_default=True,
-                     help="Compare one luma channel (L) or three RGB channels."),
-        click.option("--recursive", is_flag=True, help="Include subfolders (symlinks followed; loops are an error)."),
-        click.option("--skip-bad-images", is_flag=True,
-                     help="Leave corrupt/unreadable images out with a warning instead of stopping."),
-        click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
-                     help="Refuse larger images as possible decompression bombs."),
-        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Worker processes that decode images."),
-        click.option("--quiet", "-q", is_flag=True, help="Only the result line: no progress bars or notes."),
-    )
-
-
-def _train_options() -> Callable:
-    return _options(
-        click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="Training steps [default: up to 4000 with early stopping on the validation gap]."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Images per side per step, the global batch split between torchrun processes "
-                          "[default: min(256, training split)]."),
-        click.option("--critic", type=click.Choice(["auto", *CRITICS]), default="auto", show_default=True,
-                     help="Critic architecture; auto trains several and keeps the best on validation."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Fixes splits, initialisation and batches (same seed, same value)."),
-    )
-
-
 def _pick(cls, kwargs: dict) -> Any:
     return cls(**{f.name: kwargs[f.name] for f in fields(cls) if f.name in kwargs})
 
@@ -229,17 +133,15 @@ def cli() -> None:
 
 
 @cli.command(epilog=IMAGE_RULES)
-@_folder_args()
-@_image_options()
-@_train_options()
+@folder_args()
+@image_options()
+@train_options()
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Fraction of each folder kept for the final test evaluation.")
-@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Level of the confidence interval.")
+@confidence_option("Level of the confidence interval.")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between validation evaluations (and checkpoints) [default: 100].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the result and settings as JSON.")
+@json_option()
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the training curve (PNG, 800x450).")
 @click.option("--save-critic", type=click.Path(dir_okay=False, path_type=Path),
@@ -283,20 +185,10 @@ def _single_process(command: str) -> None:
                        f"(only wdist estimate uses several)")
 
 
-def _exact_options() -> Callable:
-    return _options(
-        click.option("--max-points", type=click.IntRange(min=2), default=DEFAULT_MAX_POINTS, show_default=True,
-                     help="Refuse larger folders (memory ~39 bytes per pair of images) unless --force."),
-        click.option("--force", is_flag=True, help="Solve above --max-points anyway."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write the result and settings as JSON."),
-    )
-
-
 @cli.command(epilog=IMAGE_RULES)
-@_folder_args()
-@_image_options()
-@_exact_options()
+@folder_args()
+@image_options()
+@exact_options()
 @handle_errors
 def exact(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path: Path | None, **kwargs) -> None:
     """Exact W1 between the two sets of images (POT network simplex, float64).
@@ -311,10 +203,10 @@ def exact(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path: Pat
 
 
 @cli.command(epilog=IMAGE_RULES)
-@_folder_args()
-@_image_options()
-@_train_options()
-@_exact_options()
+@folder_args()
+@image_options()
+@train_options()
+@exact_options()
 @handle_errors
 def crosscheck(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path: Path | None, **kwargs) -> None:
     """Critic versus exact W1 on the same images, side by side, with the noise floor.
@@ -335,12 +227,10 @@ def crosscheck(dir_a: Path, dir_b: Path, max_points: int, force: bool, json_path
 @click.argument("dir_b", type=click.Path(path_type=Path), required=False)
 @click.option("--critic", "critic_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A critic written by `wdist estimate --save-critic` (safetensors).")
-@_image_options()
-@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-              show_default=True, help="Level of the gap's confidence interval (two folders).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the summary and every image's score as JSON.")
+@image_options()
+@confidence_option("Level of the gap's confidence interval (two folders).")
+@device_option()
+@json_option("Write the summary and every image's score as JSON.")
 @handle_errors
 def score(dir_a: Path, dir_b: Path | None, critic_path: Path, confidence: float, device: str,
           json_path: Path | None, **kwargs) -> None:
@@ -364,7 +254,7 @@ def score(dir_a: Path, dir_b: Path | None, critic_path: Path, confidence: float,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
               show_default=True, help="Folder for the demo images and results.")
 @click.option("--quick", is_flag=True, help="Fewer images and steps (a smoke test of a few seconds).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--quiet", "-q", is_flag=True, help="Only the result line: no progress bars or notes.")
 @handle_errors
 def demo(out: Path, quick: bool, device: str, quiet: bool) -> None:

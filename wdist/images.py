@@ -52,7 +52,7 @@ from . import distributed
 __all__ = [
     "IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "DEFAULT_CACHE_BYTES", "RESAMPLE", "ImageError",
     "ImageFolder", "FolderIndex", "find_images", "index_folder", "open_image", "image_to_array",
-    "image_to_pixels", "pixels_to_array",
+    "image_to_pixels", "pixels_to_array", "parse_size",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -125,6 +125,23 @@ def find_images(directory: str | Path, recursive: bool = False) -> list[Path]:
     raise ImageError(
         f"{directory}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}){hint}"
     )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"H"`` or ``"HxW"`` -> ``(H, W)``, both positive.
+
+    Raises
+    ------
+    ValueError
+        With the reason.
+    """
+    parts = text.strip().lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not H or HxW with positive integers (e.g. 32 or 32x48)")
+    h, w = (int(parts[0]), int(parts[-1]))
+    if h < 1 or w < 1:
+        raise ValueError(f"{text!r}: height and width must be at least 1")
+    return h, w
 
 
 # -------------------------------------------------------------------- pixels

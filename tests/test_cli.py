@@ -274,3 +274,40 @@ def test_score_refuses_images_of_another_shape(folders, saved_critic, options, n
 def test_score_names_an_unreadable_critic_file(folders, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     assert_bad_input(invoke("score", folders[0], "--critic", tmp_path / "junk.safetensors"), "junk.safetensors")
+
+
+def _same_up_to_rounding(got, want, path="result"):
+    """Equal structure, strings and ints; floats within 1e-6 (another CPU may round differently)."""
+    assert type(got) is type(want) or {type(got), type(want)} <= {int, float}, path
+    if isinstance(want, dict):
+        assert list(got) == list(want), path  # same keys in the same order
+        for key in want:
+            _same_up_to_rounding(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _same_up_to_rounding(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-9), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="pinned on CPU (the demo runs on cuda when it can)")
+def test_demo_quick_prints_and_writes_what_it_did_before_the_refactor(tmp_path):
+    """The seeded quick demo's printed result and JSON, pinned before the layout change
+    of issue 13: timing aside, moving code must not move a number."""
+    golden = json.loads((Path(__file__).parent / "data" / "demo_quick_before_refactor.json").read_text())
+    out = tmp_path / "demo"
+    proc = run_wdist("demo", "--quick", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+
+    def placeholders(text: str) -> str:
+        return text.replace(str(out.resolve()), "<out>").replace(str(out), "<out>")
+
+    lines = [re.sub(r"[0-9.]+ s on cpu", "<seconds> s on cpu", ln) for ln in placeholders(proc.stdout).splitlines()]
+    assert lines == golden["stdout"]
+    result = json.loads(placeholders((out / "result.json").read_text()))
+    result.pop("seconds")
+    _same_up_to_rounding(result, golden["result"])

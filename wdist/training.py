@@ -114,8 +114,17 @@ class _StepBatches:
         return distributed.share(self._perm[j * self.batch_size : (j + 1) * self.batch_size]).tolist()
 
 
-def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int):
-    """(this rank's batches, global batch size) for steps ``start, start+1, ...``."""
+def _fresh_batches(sampler, batch_size: int) -> Iterator[torch.Tensor]:
+    while True:
+        yield sampler(batch_size)
+
+
+def _batch_stream(samples: Samples, indices: torch.Tensor | None, cfg: TrainConfig, side: int, start: int,
+                  sampler=None):
+    """(this rank's batches, global batch size) for steps ``start, start+1, ...``;
+    a sampler draws every batch fresh (one process only)."""
+    if sampler is not None:
+        return _fresh_batches(sampler, cfg.batch_size), cfg.batch_size
     batches = _StepBatches(indices, cfg.batch_size, cfg.seed, side, start)
     if samples.in_memory:
         return (samples.data[idx] for idx in batches), batches.batch_size
@@ -159,8 +168,10 @@ class CriticTrainer:
         val: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig,
         device: torch.device,
+        samplers: tuple = (None, None),
     ) -> None:
         self.critic, self.x, self.y = critic, x, y
+        self.samplers = samplers  # per side: draw training batches fresh instead of from ``train``
         self.train_idx, self.val_idx = train, val
         self.cfg, self.device = cfg, device
         # Gradients through DDP (averaged over ranks); everything else on the bare critic.
@@ -218,8 +229,8 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
-        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
+        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0])
+        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1])
         world = distributed.world_size()
         penalty = getattr(self.critic, "penalty", None)
         penalty = penalty if callable(penalty) else None

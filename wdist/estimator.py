@@ -156,10 +156,11 @@ def _split(n: int, holdout: float, folds: int, gen: torch.Generator, name: str) 
     for k, test in enumerate(tests):
         rest = torch.cat([t for j, t in enumerate(tests) if j != k]) if folds > 1 else perm[: n - len(test)]
         n_val = max(1, int(round(VALIDATION_FRACTION * len(rest))))
-        if len(test) < 2 or len(rest) - n_val < 1:
+        if len(test) < 2 or len(rest) <= n_val:
             raise ValueError(f"{name}: {n} samples are too few for holdout={holdout}, folds={folds} "
                              f"(need >= 2 test and >= 1 training samples per fold)")
-        out.append(_FoldIndices(rest[n_val:], rest[:n_val], test))
+        n_train = len(rest) - n_val
+        out.append(_FoldIndices(rest[:n_train], rest[n_train:], test))
     return out
 
 
@@ -247,7 +248,8 @@ def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int) -> tor
     return torch.stack(distributed.gather_strided(list(mine)))
 
 
-def _check_options(holdout: float, confidence: float, steps, batch_size, lr, folds, test_size) -> None:
+def _check_options(holdout: float, confidence: float, steps, batch_size, lr, folds, test_size,
+                   input_noise) -> None:
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout: must be in [0, 1), got {holdout}")
     if not 0 < confidence < 1:
@@ -257,6 +259,8 @@ def _check_options(holdout: float, confidence: float, steps, batch_size, lr, fol
             raise ValueError(f"{name}: must be a positive int, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: must be a positive number, got {lr!r}")
+    if not (isinstance(input_noise, (int, float)) and 0 <= input_noise < math.inf):
+        raise ValueError(f"input_noise: must be a number >= 0, got {input_noise!r}")
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
         raise ValueError(f"folds: must be a positive int, got {folds!r}")
     if folds > 1 and holdout == 0:
@@ -290,6 +294,21 @@ class _FoldFit:
         return self.trained[self.name]
 
 
+def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
+    """RMS per-coordinate standard deviation of fold k's training data, both sides pooled
+    (up to 2048 samples per side; a sampler draws them): the unit of ``input_noise``."""
+    parts = []
+    for side in (xs, ys):
+        if side.sampler is not None:
+            parts.append(side.sampler(2048))
+            continue
+        train = side.fold(k).train
+        idx = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:2048]]
+        parts.append(torch.cat(list(side.samples.batches(idx, 1024))))
+    pooled = torch.cat(parts).flatten(1).double()
+    return float(pooled.var(dim=0).mean().sqrt())
+
+
 def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool,
                      dev: torch.device, checkpoint, checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
     name = candidate if isinstance(candidate, str) else type(candidate).__name__
@@ -321,6 +340,8 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
 
 def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
+    if cfg.input_noise > 0:  # relative -> data units, from this fold's training data only
+        cfg = replace(cfg, input_noise=cfg.input_noise * _coordinate_spread(xs, ys, k, cfg.seed))
     trained = dict(_train_candidate(c, k, xs, ys, cfg, lr_given, dev, **kw) for c in candidates)
     name = max(trained, key=lambda n: trained[n].state.best_val)
     if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
@@ -394,6 +415,7 @@ def estimate_w1(
     bracket: bool = False,
     folds: int = 1,
     test_size: int | None = None,
+    input_noise: float = 0.0,
 ) -> W1Result:
     """Certified lower-bound estimate of W1(P, Q) from samples ``x ~ P``, ``y ~ Q``.
 
@@ -458,6 +480,13 @@ def estimate_w1(
     test_size : int, optional
         Sampler inputs only: fresh samples per side for validation and for the
         test (default 10,000).
+    input_noise : float
+        Gaussian noise added to every *training* input, in units of the
+        training data's RMS per-coordinate spread ``sqrt(mean_j Var x_j)``
+        (both sides pooled).  The critic then maximises the gap of its
+        smoothed version ``E f(x + sigma e)`` and cannot spike on single
+        training samples; validation and test use ``f`` itself, unchanged,
+        so the bound stays valid whatever ``input_noise`` is.
 
     Returns
     -------
@@ -484,7 +513,7 @@ def estimate_w1(
     """
     start = time.perf_counter()
     with distributed.agreement():  # a rank that fails here stops all of them
-        _check_options(holdout, confidence, steps, batch_size, lr, folds, test_size)
+        _check_options(holdout, confidence, steps, batch_size, lr, folds, test_size, input_noise)
         gen = torch.Generator().manual_seed(seed)
         xs = _prepare_side(x, "x", num_workers, holdout, folds, test_size, gen)
         ys = _prepare_side(y, "y", num_workers, holdout, folds, test_size, gen)
@@ -498,9 +527,10 @@ def estimate_w1(
         candidates = _candidates(critic, xs.shape)
     distributed.check_same("x, y and the options of estimate_w1", (
         len(xs.samples), len(ys.samples), xs.shape, seed, steps, batch_size, lr, holdout, confidence,
-        eval_every, folds, critic if isinstance(critic, str) else type(critic).__name__))
+        eval_every, folds, input_noise, critic if isinstance(critic, str) else type(critic).__name__))
     train_sizes = [len(s.fold(0).train) for s in (xs, ys) if s.sampler is None]
     cfg = _train_config(steps, batch_size, lr, eval_every, seed, min(train_sizes) if train_sizes else None)
+    cfg = replace(cfg, input_noise=float(input_noise))
     n_folds = max(len(xs.folds), len(ys.folds))
     progress = progress and distributed.is_main()
     # A module given by the user is trained in place (one fold) or as pristine copies, made
@@ -540,6 +570,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
             "candidates": {k: t.state.best_val for k, t in fits[0].trained.items()},
             "folds": len(fits), "fold_critics": [f.name for f in fits],
             "sampler": [xs.sampler is not None, ys.sampler is not None],
+            "input_noise_sigma": first.cfg.input_noise,
         },
     )
 

@@ -20,10 +20,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .lipschitz import lipschitz_by_construction
+from .lipschitz import lipschitz_bound, lipschitz_by_construction
 from .nn import BCOPConv2d, BjorckLinear, DistanceMin, InvertibleDownsample, MaxMin, OSSNConv2d, RKOConv2d
 
 __all__ = [
+    "CrossFitCritic",
     "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "CriticSpec", "critic_spec",
     "bcop_critic", "rko_critic", "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic",
     "anchor_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR",
@@ -186,6 +187,26 @@ def anchor_critic(shape: tuple[int, ...], anchors: torch.Tensor | None = None) -
     if anchors is None:
         raise ValueError("anchors critic needs anchor samples (estimate_w1 passes the training y)")
     return nn.Sequential(DistanceMin(anchors))
+
+
+class CrossFitCritic(nn.Module):
+    """Mean of the K cross-fitted critics, each divided by its certified scale.
+
+    ``g = (1/K) sum_k f_k / max(1, L_k)`` is 1-Lipschitz (a mean of
+    1-Lipschitz functions); it is the critic to apply to new data.
+    """
+
+    def __init__(self, critics: list[nn.Module], scales: list[float]) -> None:
+        super().__init__()
+        self.critics = nn.ModuleList(critics)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c(x) / s for c, s in zip(self.critics, self.scales)]).mean(0)
+
+    def lipschitz_bound(self, input_shape) -> float:
+        bounds = [lipschitz_bound(c, input_shape) / float(s) for c, s in zip(self.critics, self.scales)]
+        return sum(bounds) / len(bounds)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

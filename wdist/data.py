@@ -13,6 +13,8 @@ the pixel difference over all C*H*W values).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 
-__all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "training_batches", "critic_values", "VALIDATION_FRACTION"]
+__all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "Split", "training_batches", "critic_values", "VALIDATION_FRACTION"]
 
 #: Fraction of the non-test samples of each side used for validation.
 VALIDATION_FRACTION = 0.2
@@ -185,24 +187,41 @@ def paired_samples(x, y, dtype: torch.dtype | None = torch.float32, num_workers:
     return xs, ys
 
 
-def split_indices(n: int, holdout: float, gen: torch.Generator, name: str):
-    """(train, validation, test) index tensors; holdout == 0 means in-sample.
+@dataclass
+class Split:
+    """One fold's (train, validation, test) indices of one side.
 
-    ``round(holdout * n)`` samples are the test split, :data:`VALIDATION_FRACTION`
-    of the rest (at least one) the validation split.
+    ``train`` is None for a sampler side (fresh draws), ``test`` too (drawn after training).
+    """
+
+    train: torch.Tensor | None
+    val: torch.Tensor
+    test: torch.Tensor | None
+
+
+def split_indices(n: int, holdout: float, gen: torch.Generator, name: str, folds: int = 1) -> list[Split]:
+    """Per fold: (train, validation, test) indices of one side.
+
+    ``folds == 1``: ``round(holdout * n)`` samples are the test split,
+    :data:`VALIDATION_FRACTION` of the rest (at least one) the validation
+    split; ``holdout == 0`` means in-sample.  ``folds == K``: cross-fitting,
+    fold k tests on the k-th K-th of the samples and trains (and validates)
+    on the others, so every sample is tested once, by a critic that never saw it.
     """
     perm = torch.randperm(n, generator=gen)
     if holdout == 0:
-        return perm, perm, perm
-    n_test = int(round(holdout * n))
-    n_rest = n - n_test
-    n_val = max(1, int(round(VALIDATION_FRACTION * n_rest)))
-    n_train = n_rest - n_val
-    if n_test < 2 or n_train < 1:
-        raise ValueError(
-            f"{name}: {n} samples are too few for holdout={holdout} (need >= 2 test and >= 1 training samples)"
-        )
-    return perm[:n_train], perm[n_train:n_rest], perm[n_rest:]
+        return [Split(perm, perm, perm)]
+    tests = list(torch.tensor_split(perm, folds)) if folds > 1 else [perm[n - int(round(holdout * n)):]]
+    out = []
+    for k, test in enumerate(tests):
+        rest = torch.cat([t for j, t in enumerate(tests) if j != k]) if folds > 1 else perm[: n - len(test)]
+        n_val = max(1, int(round(VALIDATION_FRACTION * len(rest))))
+        if len(test) < 2 or len(rest) <= n_val:
+            raise ValueError(f"{name}: {n} samples are too few for holdout={holdout}, folds={folds} "
+                             f"(need >= 2 test and >= 1 training samples per fold)")
+        n_train = len(rest) - n_val
+        out.append(Split(rest[:n_train], rest[n_train:], test))
+    return out
 
 
 def _epoch_seed(seed: int, side: int, epoch: int) -> int:

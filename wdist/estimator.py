@@ -16,9 +16,10 @@ influenced nothing, the interval is honest; the training-split gap
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 
@@ -27,16 +28,20 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import Checkpointer
-from .critics import CRITICS, auto_candidates, check_critic_name
-from .data import Samples, as_samples, split_indices
+from .critics import CRITICS, CrossFitCritic, auto_candidates, check_critic_name
+from .data import Samples, Split, as_samples, critic_values, split_indices
 from .exact import upper_bound
 from .lipschitz import lipschitz_bound, lipschitz_by_construction
 from .results import Bracket, EstimateSettings, W1Result, bracket_side_level
-from .training import CriticTrainer, TrainConfig
+from .samplers import SamplerSource, as_sampler, is_sampler
+from .training import CriticTrainer, TrainConfig, gap_statistics
 
 __all__ = ["estimate_w1", "W1Result", "resolve_device"]
 
 DEFAULT_MAX_STEPS = 4000
+DEFAULT_BATCH = 256
+#: Fresh samples per side for validation and for the test when an input is a sampler.
+DEFAULT_TEST_SIZE = 10_000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -68,6 +73,57 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+@dataclass
+class _Side:
+    """One side's data: finite samples (with per-fold splits) or a sampler."""
+
+    name: str
+    samples: Samples             # the finite data, or a sampler's validation draws
+    folds: list[Split]
+    sampler: SamplerSource | None = None
+    test_size: int = 0           # fresh test samples per fold (sampler sides)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.samples.shape
+
+    def n_test(self, folds: int) -> int:
+        if self.sampler is not None:
+            return self.test_size * folds
+        return sum(len(self.fold(k).test) for k in range(folds)) if len(self.folds) > 1 else len(self.folds[0].test)
+
+    def fold(self, k: int) -> Split:
+        return self.folds[min(k, len(self.folds) - 1)]
+
+    def test_values(self, critic: nn.Module, k: int, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Critic values on fold k's test samples (drawn now for a sampler: never seen in training)."""
+        if self.sampler is None:
+            idx = distributed.share(self.fold(k).test)
+            return critic_values(critic, self.samples, idx, batch_size, device)
+        fresh = Samples(self.sampler(self.test_size), self.name)
+        return critic_values(critic, fresh, torch.arange(self.test_size), batch_size, device)
+
+    def anchors(self, fold: Split, seed: int, max_anchors: int) -> torch.Tensor:
+        """Up to ``max_anchors`` training samples (never validation or test ones; a sampler draws fresh)."""
+        if self.sampler is not None:
+            return self.sampler(max_anchors)
+        return _anchor_samples(self.samples, fold.train, seed, max_anchors)
+
+
+def _prepare_side(obj, name: str, num_workers: int, holdout: float, folds: int, test_size: int | None,
+                  gen: torch.Generator) -> _Side:
+    if is_sampler(obj):
+        if distributed.world_size() > 1:
+            raise ValueError(f"{name}: sampler inputs run in one process only, not under torchrun")
+        sampler = as_sampler(obj, name)
+        size = test_size or DEFAULT_TEST_SIZE
+        val = Samples(sampler(size), name)
+        per_fold = max(2, size // folds)
+        return _Side(name, val, [Split(None, torch.arange(size), None)], sampler, per_fold)
+    samples = as_samples(obj, name, num_workers)
+    return _Side(name, samples, split_indices(len(samples), holdout, gen, name, folds))
+
+
 def _candidates(critic: str | nn.Module, shape: tuple[int, ...]) -> list[str | nn.Module]:
     if isinstance(critic, nn.Module):
         try:
@@ -94,17 +150,129 @@ def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int, max_an
     return torch.stack(distributed.gather_strided(list(mine)))
 
 
-def _check_options(holdout: float, confidence: float, steps, batch_size, lr) -> None:
+def _check_options(holdout: float, confidence: float, steps, batch_size, lr, folds, test_size,
+                   input_noise) -> None:
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout: must be in [0, 1), got {holdout}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps: must be a positive int, got {steps!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("test_size", test_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name}: must be a positive int, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: must be a positive number, got {lr!r}")
+    if not (isinstance(input_noise, (int, float)) and 0 <= input_noise < math.inf):
+        raise ValueError(f"input_noise: must be a number >= 0, got {input_noise!r}")
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
+        raise ValueError(f"folds: must be a positive int, got {folds!r}")
+    if folds > 1 and holdout == 0:
+        raise ValueError("folds: cross-fitting needs held-out folds; holdout=0 evaluates in-sample")
+
+
+def _train_config(steps, batch_size, lr, eval_every, seed, n_train_min: int | None) -> TrainConfig:
+    default_batch = DEFAULT_BATCH if n_train_min is None else min(DEFAULT_BATCH, n_train_min)
+    if (batch_size or default_batch) < distributed.world_size():
+        raise ValueError(f"batch_size: the global batch ({batch_size or default_batch}) must be at least "
+                         f"the number of processes ({distributed.world_size()})")
+    return TrainConfig(
+        max_steps=steps if steps is not None else DEFAULT_MAX_STEPS,
+        batch_size=batch_size or default_batch,
+        lr=float(lr) if lr is not None else 1e-3,
+        eval_every=eval_every or 100,
+        early_stop=steps is None,
+        seed=seed,
+    )
+
+
+@dataclass
+class _FoldFit:
+    """The critic chosen on one fold's validation split, with its trainers."""
+
+    trained: dict[str, CriticTrainer]
+    name: str
+
+    @property
+    def trainer(self) -> CriticTrainer:
+        return self.trained[self.name]
+
+
+def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
+    """RMS per-coordinate standard deviation of fold k's training data, both sides pooled
+    (up to 2048 samples per side; a sampler draws them): the unit of ``input_noise``."""
+    parts = []
+    for side in (xs, ys):
+        if side.sampler is not None:
+            parts.append(side.sampler(2048))
+            continue
+        train = side.fold(k).train
+        idx = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:2048]]
+        parts.append(torch.cat(list(side.samples.batches(idx, 1024))))
+    pooled = torch.cat(parts).flatten(1).double()
+    return float(pooled.var(dim=0).mean().sqrt())
+
+
+def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool,
+                     dev: torch.device, checkpoint, checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
+    name = candidate if isinstance(candidate, str) else type(candidate).__name__
+    torch.manual_seed(cfg.seed + k)
+    fx, fy = xs.fold(k), ys.fold(k)
+    spec = CRITICS.get(name) if isinstance(candidate, str) else None
+    if spec is not None:
+        anchors = ys.anchors(fy, cfg.seed, spec.max_anchors) if spec.needs_anchors else None
+        model = spec.build(xs.shape, anchors)
+    else:
+        model = candidate
+    cand_cfg = cfg if lr_given or spec is None else replace(cfg, lr=spec.lr)
+    trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
+                            cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
+    on_eval = None
+    if checkpoint is not None:
+        folder = name if k == 0 else f"{name}.fold{k}"
+        ckpt = Checkpointer(Path(checkpoint) / folder, every=checkpoint_every or cfg.eval_every)
+        if resume:
+            with distributed.agreement():
+                ckpt.restore(trainer)
+            distributed.check_same("checkpoint step", trainer.state.step)
+        on_eval = ckpt.maybe_save
+    desc = f"training {name} critic" + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else "")
+    trainer.fit(progress=progress, on_eval=on_eval, desc=desc)
+    return name, trainer
+
+
+def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev, **kw) -> _FoldFit:
+    """Train every candidate on fold k's training data; choose on its validation split only."""
+    if cfg.input_noise > 0:  # relative -> data units, from this fold's training data only
+        cfg = replace(cfg, input_noise=cfg.input_noise * _coordinate_spread(xs, ys, k, cfg.seed))
+    trained = dict(_train_candidate(c, k, xs, ys, cfg, lr_given, dev, **kw) for c in candidates)
+    name = max(trained, key=lambda n: trained[n].state.best_val)
+    if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
+        raise RuntimeError("distributed training: the critic's parameters differ between ranks")
+    return _FoldFit(trained, name)
+
+
+def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig, dev) -> tuple[float, float, float, nn.Module]:
+    """Pooled test gap of the certified fold critics, its standard error, max bound, and the critic.
+
+    Fold k's critic scores only fold k's test samples.  Given the critics,
+    the folds' test values are independent, so the variance of the pooled
+    mean is the sum of the folds' weighted within-fold variances.
+    """
+    bs = max(cfg.batch_size, 256)
+    gap, var, bounds, scales = 0.0, 0.0, [], []
+    folds = len(fits)
+    for k, fit in enumerate(fits):
+        critic = fit.trainer.critic
+        bound = lipschitz_bound(critic, xs.shape)
+        scale = max(1.0, bound)
+        fx = xs.test_values(critic, k, bs, dev) / scale
+        fy = ys.test_values(critic, k, bs, dev) / scale
+        g, se = gap_statistics(fx, fy)
+        gap += g / folds
+        var += (se / folds) ** 2
+        bounds.append(bound)
+        scales.append(scale)
+    critic = fits[0].trainer.critic if folds == 1 else CrossFitCritic([f.trainer.critic for f in fits], scales)
+    return gap, math.sqrt(var), max(bounds), critic
 
 
 def estimate_w1(
@@ -126,15 +294,24 @@ def estimate_w1(
     checkpoint_every: int | None = None,
     resume: bool = False,
     bracket: bool = False,
+    folds: int = 1,
+    test_size: int | None = None,
+    input_noise: float = 0.0,
 ) -> W1Result:
     """Certified lower-bound estimate of W1(P, Q) from samples ``x ~ P``, ``y ~ Q``.
 
     Parameters
     ----------
-    x, y : Tensor, ndarray, Dataset or DataLoader
+    x, y : Tensor, ndarray, Dataset, DataLoader, sampler or IterableDataset
         Vectors ``(N, D)`` or images ``(N, C, H, W)`` (``(N, H, W)`` is read as
         one channel); the two sides may have different N.  Values are used as
         given: W1 is in the inputs' L2 units (no hidden normalisation).
+        A side that can be sampled at will (a generative model) may be given
+        as a callable ``sampler(n) -> Tensor (n, ...)`` or an
+        ``IterableDataset`` (:mod:`wdist.samplers`): every training batch is
+        then drawn fresh, ``test_size`` validation samples before training and
+        ``test_size`` test samples after it, so no sample is ever reused and
+        the critic cannot over-fit.
     critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
         ``"auto"`` trains the expressive critic (BCOP/MaxMin convolutions for
         images, Björck/MaxMin MLP for vectors), the linear critic and the
@@ -174,6 +351,23 @@ def estimate_w1(
     bracket : bool
         Also bracket the population W1 from above with exact solves on
         subsamples (:func:`wdist.bracket`); stored in ``result.bracket``.
+    folds : int
+        ``K > 1``: K-fold cross-fitting of finite samples.  Critic k is
+        trained (and chosen, and stopped) on all folds but the k-th and scores
+        only the k-th; the value is the mean over all samples, each scored by a
+        critic that never saw it, so every sample both trains and tests
+        (K times the training cost).  ``result.critic`` is then the mean of the
+        K certified critics (1-Lipschitz), for scoring new data.
+    test_size : int, optional
+        Sampler inputs only: fresh samples per side for validation and for the
+        test (default 10,000).
+    input_noise : float
+        Gaussian noise added to every *training* input, in units of the
+        training data's RMS per-coordinate spread ``sqrt(mean_j Var x_j)``
+        (both sides pooled).  The critic then maximises the gap of its
+        smoothed version ``E f(x + sigma e)`` and cannot spike on single
+        training samples; validation and test use ``f`` itself, unchanged,
+        so the bound stays valid whatever ``input_noise`` is.
 
     Returns
     -------
@@ -200,102 +394,81 @@ def estimate_w1(
     """
     start = time.perf_counter()
     with distributed.agreement():  # a rank that fails here stops all of them
-        _check_options(holdout, confidence, steps, batch_size, lr)
-        xs, ys = as_samples(x, "x", num_workers), as_samples(y, "y", num_workers)
+        _check_options(holdout, confidence, steps, batch_size, lr, folds, test_size, input_noise)
+        gen = torch.Generator().manual_seed(seed)
+        xs = _prepare_side(x, "x", num_workers, holdout, folds, test_size, gen)
+        ys = _prepare_side(y, "y", num_workers, holdout, folds, test_size, gen)
         if xs.shape != ys.shape:
             raise ValueError(f"x and y: sample shapes differ: {xs.shape} vs {ys.shape}")
+        if test_size is not None and not (xs.sampler or ys.sampler):
+            raise ValueError("test_size: applies to sampler inputs only (finite samples are split by holdout)")
+        if checkpoint is not None and (xs.sampler or ys.sampler):
+            raise ValueError("checkpoint: runs with sampler inputs cannot be resumed (their draws are not replayable)")
         dev = resolve_device(device)
-        gen = torch.Generator().manual_seed(seed)
-        split_x, split_y = split_indices(len(xs), holdout, gen, "x"), split_indices(len(ys), holdout, gen, "y")
         candidates = _candidates(critic, xs.shape)
-    world = distributed.world_size()
-    progress = progress and distributed.is_main()
     distributed.check_same("x, y and the options of estimate_w1", (
-        len(xs), len(ys), xs.shape, seed, steps, batch_size, lr, holdout, confidence, eval_every,
-        critic if isinstance(critic, str) else type(critic).__name__))
+        len(xs.samples), len(ys.samples), xs.shape, seed, steps, batch_size, lr, holdout, confidence,
+        eval_every, folds, input_noise, critic if isinstance(critic, str) else type(critic).__name__))
+    train_sizes = [len(s.fold(0).train) for s in (xs, ys) if s.sampler is None]
+    cfg = _train_config(steps, batch_size, lr, eval_every, seed, min(train_sizes) if train_sizes else None)
+    cfg = replace(cfg, input_noise=float(input_noise))
+    n_folds = max(len(xs.folds), len(ys.folds))
+    progress = progress and distributed.is_main()
+    # A module given by the user is trained in place (one fold) or as pristine copies, made
+    # before any training: a copy of a trained critic would carry what it saw to the next fold.
+    per_fold = [candidates] if n_folds == 1 else [[copy.deepcopy(c) for c in candidates] for _ in range(n_folds)]
+    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, lr is not None, dev, checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+            for k in range(n_folds)]
+    result = _result(fits, xs, ys, cfg, dev, confidence, holdout, input_noise, start)
+    if bracket:
+        result.bracket = _bracket(x, y, result, confidence, seed)
+    return result
 
-    n_train_min = min(len(split_x[0]), len(split_y[0]))
-    if (batch_size or min(256, n_train_min)) < world:
-        raise ValueError(f"batch_size: the global batch ({batch_size or n_train_min}) must be at least "
-                         f"the number of processes ({world})")
-    cfg = TrainConfig(
-        max_steps=steps if steps is not None else DEFAULT_MAX_STEPS,
-        batch_size=batch_size or min(256, n_train_min),
-        lr=float(lr) if lr is not None else 1e-3,
-        eval_every=eval_every or 100,
-        early_stop=steps is None,
-        seed=seed,
-    )
-    trained = {}
-    for candidate in candidates:
-        name = candidate if isinstance(candidate, str) else type(candidate).__name__
-        torch.manual_seed(seed)
-        spec = CRITICS.get(name) if isinstance(candidate, str) else None
-        if spec is not None:
-            anchors = _anchor_samples(ys, split_y[0], seed, spec.max_anchors) if spec.needs_anchors else None
-            model = spec.build(xs.shape, anchors)
-        else:
-            model = candidate
-        cand_cfg = cfg if lr is not None or spec is None else replace(cfg, lr=spec.lr)
-        trainer = CriticTrainer(model.to(dev), xs, ys, (split_x[0], split_y[0]),
-                                (split_x[1], split_y[1]), cand_cfg, dev)
-        on_eval = None
-        if checkpoint is not None:
-            ckpt = Checkpointer(Path(checkpoint) / name, every=checkpoint_every or cfg.eval_every)
-            if resume:
-                with distributed.agreement():
-                    ckpt.restore(trainer)
-                distributed.check_same("checkpoint step", trainer.state.step)
-            on_eval = ckpt.maybe_save
-        trainer.fit(progress=progress, on_eval=on_eval, desc=f"training {name} critic")
-        trained[name] = trainer
-    # Choose on validation only: the test split stays untouched until the end.
-    critic_name = max(trained, key=lambda k: trained[k].state.best_val)
-    trainer = trained[critic_name]
-    model = trainer.critic
-    if not distributed.same_parameters(model):  # cannot happen with identical updates: guard it
-        raise RuntimeError("distributed training: the critic's parameters differ between ranks")
 
-    lipschitz = lipschitz_bound(model, xs.shape)
-    scale = max(1.0, lipschitz)  # g = f / scale is certified 1-Lipschitz; gap and se scale alike
-    test_gap, test_se = trainer.gap((split_x[2], split_y[2]))
-    value, se = test_gap / scale, test_se / scale
+def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float, holdout: float,
+            input_noise: float, start: float) -> W1Result:
+    value, se, lipschitz, model = _score(fits, xs, ys, cfg, dev)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    first = fits[0].trainer
+    scale = max(1.0, lipschitz_bound(first.critic, xs.shape))
     # In-sample mode (holdout=0) evaluates on the training split already: no second pass.
-    train_value = value if holdout == 0 else trainer.gap((split_x[0], split_y[0]))[0] / scale
-    s = trainer.state
-    result = W1Result(
-        value=value,
-        lower=value - z * se,
-        upper=value + z * se,
-        lipschitz=lipschitz,
-        train_value=train_value,
-        std_error=se,
-        confidence=confidence,
-        history=s.history,
-        critic=model,
-        n_train=(len(split_x[0]), len(split_y[0])),
-        n_validation=(len(split_x[1]), len(split_y[1])),
-        n_test=(len(split_x[2]), len(split_y[2])),
-        steps=s.step,
-        best_step=s.best_step,
-        stopped=s.stopped,
-        seconds=time.perf_counter() - start,
+    train_value = value if holdout == 0 else _train_gap(first, xs, ys) / scale
+    s = first.state
+    n_test = tuple(side.n_test(len(fits)) for side in (xs, ys))
+    return W1Result(
+        value=value, lower=value - z * se, upper=value + z * se, lipschitz=lipschitz,
+        train_value=train_value, std_error=se, confidence=confidence, history=s.history, critic=model,
+        n_train=tuple(-1 if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
+        n_validation=(len(xs.fold(0).val), len(ys.fold(0).val)), n_test=n_test,
+        steps=s.step, best_step=s.best_step, stopped=s.stopped, seconds=time.perf_counter() - start,
         settings=EstimateSettings(
-            critic=critic_name, lipschitz_by_construction=lipschitz_by_construction(model),
-            max_steps=cfg.max_steps, batch_size=cfg.batch_size,
-            lr=cfg.lr, holdout=holdout, eval_every=cfg.eval_every,
-            early_stop=cfg.early_stop, device=str(dev), seed=seed, world_size=world,
-            sample_shape=list(xs.shape),
-            candidates={k: t.state.best_val for k, t in trained.items()},
+            critic=fits[0].name, lipschitz_by_construction=lipschitz_by_construction(model),
+            max_steps=first.cfg.max_steps, batch_size=first.cfg.batch_size, lr=first.cfg.lr, holdout=holdout,
+            eval_every=first.cfg.eval_every, early_stop=first.cfg.early_stop, device=str(dev),
+            seed=first.cfg.seed, world_size=distributed.world_size(), sample_shape=list(xs.shape),
+            candidates={k: t.state.best_val for k, t in fits[0].trained.items()},
+            folds=len(fits), fold_critics=[f.name for f in fits],
+            sampler=[xs.sampler is not None, ys.sampler is not None],
+            input_noise=input_noise, input_noise_sigma=first.cfg.input_noise,
         ),
     )
-    if bracket:
-        # Exact solves are not split between ranks: rank 0 solves, the others receive.
-        solved = None
-        with distributed.agreement():
-            if distributed.is_main():
-                upper = upper_bound(x, y, confidence=bracket_side_level(confidence), seed=seed)
-                solved = Bracket.from_sides(result.value, result.std_error, upper, confidence)
-        result.bracket = distributed.broadcast_object(solved)
-    return result
+
+
+def _train_gap(trainer: CriticTrainer, xs: _Side, ys: _Side) -> float:
+    """The chosen critic's gap on its training split; with a sampler side (no split), the mean
+    minibatch gap of the evaluation window where the critic was chosen."""
+    if xs.sampler is None and ys.sampler is None:
+        return trainer.gap(trainer.train_idx)[0]
+    best = [h for h in trainer.state.history if h["step"] == trainer.state.best_step]
+    return best[0]["train_gap"] if best else float("nan")
+
+
+def _bracket(x, y, result: W1Result, confidence: float, seed: int) -> Bracket:
+    # Exact solves are not split between ranks: rank 0 solves, the others receive.
+    solved = None
+    with distributed.agreement():
+        if distributed.is_main():
+            upper = upper_bound(x, y, confidence=bracket_side_level(confidence), seed=seed)
+            solved = Bracket.from_sides(result.value, result.std_error, upper, confidence)
+    return distributed.broadcast_object(solved)

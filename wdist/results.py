@@ -53,7 +53,15 @@ class EstimateSettings(_ReadByKey):
     sample_shape : list of int
         Shape of one sample, without the batch dimension.
     candidates : dict of str to float
-        Best validation gap of every critic that was trained.
+        Best validation gap of every critic that was trained (first fold).
+    folds : int
+        Cross-fitting folds (1: one train / validation / test split).
+    fold_critics : list of str
+        The critic chosen in each fold.
+    sampler : list of bool
+        Whether x, y were samplers (fresh draws).
+    input_noise, input_noise_sigma : float
+        Training-input noise, relative to the data's spread and in data units (first fold).
     """
 
     critic: str
@@ -69,6 +77,11 @@ class EstimateSettings(_ReadByKey):
     world_size: int
     sample_shape: list[int]
     candidates: dict[str, float] = field(default_factory=dict)
+    folds: int = 1
+    fold_critics: list[str] = field(default_factory=list)
+    sampler: list[bool] = field(default_factory=lambda: [False, False])
+    input_noise: float = 0.0
+    input_noise_sigma: float = 0.0
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -41,6 +41,8 @@ class TrainConfig:
     lr_drops: int = 2
     lr_drop_factor: float = 0.1
     seed: int = 0
+    #: Standard deviation of Gaussian noise added to every training input (data units; 0: none).
+    input_noise: float = 0.0
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
@@ -66,6 +68,18 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):  # device or dtype without a fused kernel
         return torch.optim.Adam(params, lr=lr)
+
+
+def _fresh_batches(sampler, batch_size: int) -> Iterator[torch.Tensor]:
+    while True:
+        yield sampler(batch_size)
+
+
+def _batches(samples: Samples, indices: torch.Tensor | None, cfg: TrainConfig, side: int, start: int, sampler):
+    """(this rank's batches, global batch size) for steps ``start, ...``; a sampler draws each batch fresh."""
+    if sampler is not None:
+        return _fresh_batches(sampler, cfg.batch_size), cfg.batch_size
+    return training_batches(samples, indices, cfg.batch_size, cfg.seed, side, start)
 
 
 @dataclass
@@ -99,8 +113,10 @@ class CriticTrainer:
         val: tuple[torch.Tensor, torch.Tensor],
         cfg: TrainConfig,
         device: torch.device,
+        samplers: tuple = (None, None),
     ) -> None:
         self.critic, self.x, self.y = critic, x, y
+        self.samplers = samplers  # per side: draw training batches fresh instead of from ``train``
         self.train_idx, self.val_idx = train, val
         self.cfg, self.device = cfg, device
         # Gradients through DDP (averaged over ranks); everything else on the bare critic.
@@ -158,8 +174,8 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs, bx = training_batches(self.x, self.train_idx[0], cfg.batch_size, cfg.seed, 0, s.step)
-        ys, by = training_batches(self.y, self.train_idx[1], cfg.batch_size, cfg.seed, 1, s.step)
+        xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0])
+        ys, by = _batches(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1])
         world = distributed.world_size()
         penalty = training_penalty(self.critic)
         if penalty is not None and world > 1:
@@ -173,7 +189,12 @@ class CriticTrainer:
             while s.step < cfg.max_steps:
                 xb = next(xs).to(self.device, non_blocking=True)
                 yb = next(ys).to(self.device, non_blocking=True)
-                out = self.model(torch.cat([xb, yb])).reshape(-1)
+                batch = torch.cat([xb, yb])
+                if cfg.input_noise > 0:
+                    # Trains the smoothed critic E f(x + sigma e): it cannot spike on single
+                    # training samples (the held-out gap stops falling as the training gap climbs).
+                    batch = batch + cfg.input_noise * torch.randn_like(batch)
+                out = self.model(batch).reshape(-1)
                 # Sums over this rank's share divided by the *global* batch sizes,
                 # times world: DDP's average over ranks is then exactly the gap of
                 # the global batch, even when the shares differ in size.

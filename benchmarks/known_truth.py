@@ -1,0 +1,215 @@
+"""Tightness against a known truth: the certified estimate / the exact W1.
+
+Every pair here has an exact W1 by construction (:mod:`wdist.datasets`):
+
+* ``k{D}-{N}``: Korotin et al.'s (NeurIPS 2022) min-funnel pairs, uniform
+  cube [-2.5, 2.5]^D moved along the rays of N cones (deg 8); their
+  published relative errors are printed beside ours (sort-out = orthogonal
+  dense layers + FullSort, certified; WGAN-GP, not certified);
+* ``img-{base}-{N}-{deg}``: the generator-free image pairs, real images in
+  [-1, 1] (3x16x16 / 3x32x32 photo crops, 8x8 digits) moved toward N
+  uniform-noise images;
+* ``shift{d}``: a translation of a standard Gaussian by a vector of norm
+  1.5 (W1 = 1.5, linear optimal potential): the easy control.
+
+Two regimes, as a user meets them:
+
+* **finite**: ``n`` samples per side, ``wdist.estimate_w1(x, y)`` (what a
+  user with two folders has);
+* **sampler**: callables drawing fresh samples, ``estimate_w1(sx, sy)``
+  (what a user with a generative model has; Korotin et al.'s protocol).
+
+Each row: truth (Monte-Carlo mean of ||y - T(y)|| with its standard error),
+value [lower, upper], value / truth, whether ``lower <= truth``, the chosen
+critic, its certified Lipschitz bound, wall time.  ``--seeds K`` adds the
+honesty check: K seeds of one pair, how often ``lower <= truth``.
+
+    .venv/bin/python benchmarks/known_truth.py              # the targets' grid (see README for time)
+    .venv/bin/python benchmarks/known_truth.py --case k128-4:finite:10000   # one row, merged
+    .venv/bin/python benchmarks/known_truth.py --seeds 20   # honesty over 20 seeds
+    .venv/bin/python benchmarks/known_truth.py --quick      # seconds: the slow test's smoke run
+
+Results: benchmarks/results/known_truth.md, .json, .png (``--quick``: known_truth-quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import wdist
+from wdist.datasets import image_funnel_pair, korotin_pair, translation_samplers
+
+from _markdown import publish
+
+RESULTS = Path(__file__).parent / "results"
+#: Korotin et al. 2022, relative error of the W1 estimate in % (repo metrics/*.csv):
+#: (sort-out, WGAN-GP) per (D, N).
+PUBLISHED = {(128, 4): (-8, -1), (128, 16): (-9, -14), (128, 64): (-34, -32), (128, 256): (-38, -42),
+             (16, 4): (-3, None), (16, 256): (-60, None), (64, 16): (1, None)}
+SHIFT_NORM = 1.5
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: pair name, regime ("finite" or "sampler"), n per side (finite) and estimator options."""
+
+    pair: str
+    regime: str
+    n: int = 0
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.pair}:{self.regime}:{self.n}" + (f":{opts}" if opts else "")
+
+
+def parse_case(text: str) -> Case:
+    """``pair:regime[:n[:key=value,...]]``."""
+    parts = text.split(":")
+    options = {}
+    for item in (parts[3].split(",") if len(parts) > 3 and parts[3] else []):
+        key, value = item.split("=")
+        options[key] = value if key == "critic" else int(value)
+    return Case(parts[0], parts[1], int(parts[2]) if len(parts) > 2 else 0, options)
+
+
+def make_pair(name: str, seed: int = 0):
+    """(x sampler, y sampler, truth, truth standard error) of a named pair."""
+    if name.startswith("shift"):
+        sx, sy, truth = translation_samplers((int(name[5:]),), SHIFT_NORM, seed=seed)
+        return sx, sy, truth, 0.0
+    if name.startswith("k"):
+        dim, funnels = map(int, name[1:].split("-"))
+        pair = korotin_pair(dim, funnels, seed=seed)
+    else:
+        _, base, funnels, deg = name.split("-")
+        pair = image_funnel_pair(base, int(funnels), float(deg), seed=seed)
+    truth, se = pair.truth(100_000 if pair.dim <= 1024 else 20_000)
+    sx, sy = pair.samplers(seed=seed + 1)
+    return sx, sy, truth, se
+
+
+def run_case(case: Case, seed: int = 0) -> dict:
+    sx, sy, truth, truth_se = make_pair(case.pair, seed)
+    inputs = (sx(case.n), sy(case.n)) if case.regime == "finite" else (sx, sy)
+    start = time.perf_counter()
+    res = wdist.estimate_w1(*inputs, progress=False, seed=seed, **case.options)
+    seconds = time.perf_counter() - start
+    return {
+        "key": case.key, "pair": case.pair, "regime": case.regime, "n": case.n, "options": case.options,
+        "seed": seed, "truth": truth, "truth_se": truth_se, "value": res.value, "lower": res.lower,
+        "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
+        "critic": res.settings["critic"], "folds": res.settings.get("folds", 1), "lipschitz": res.lipschitz,
+        "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
+    }
+
+
+# The grid behind the issue's targets (full mode) and a seconds-long smoke grid (--quick).
+FULL = [
+    *(f"k128-{n}:sampler" for n in (4, 16, 64, 256)),
+    *(f"k128-4:finite:{n}" for n in (2000, 10000, 50000)),
+    "k16-4:finite:10000", "k64-16:finite:10000",
+    "shift256:finite:5000",
+    "img-patches16-1-10:finite:3000", "img-patches16-1-10:finite:3000:critic=bcop",
+    "img-patches16-16-100:finite:3000", "img-patches16-16-100:finite:3000:critic=bcop",
+    "img-digits-1-10:finite:1797", "img-digits-1-10:finite:1797:critic=bcop",
+]
+QUICK = ["k16-4:finite:400:steps=40,eval_every=20", "k16-4:sampler:0:steps=40,eval_every=20,test_size=500",
+         "shift16:finite:400:steps=40,eval_every=20", "img-digits-1-10:finite:200:critic=bcop,steps=10,eval_every=5"]
+SEEDS_CASE = "k16-4:finite:2000"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:+d}%"
+
+
+def _row(r: dict) -> list[str]:
+    published = PUBLISHED.get(tuple(map(int, r["pair"][1:].split("-")))) if r["pair"][:1] == "k" else None
+    sort_out, gp = published if published else (None, None)
+    regime = "sampler" if r["regime"] == "sampler" else f"finite, n={r['n']}"
+    opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+    return [r["pair"], regime + (f" ({opts})" if opts else ""), f"{r['truth']:.4g} ± {r['truth_se']:.2g}",
+            f"{r['value']:.4g} [{r['lower']:.4g}, {r['upper']:.4g}]", f"**{r['ratio']:.3f}**",
+            "yes" if r["lower_ok"] else "**NO**", f"{r['critic']}" + (f" x{r['folds']}" if r["folds"] > 1 else ""),
+            f"{r['lipschitz']:.6f}", f"{r['seconds']:.0f} s", _pct(sort_out), _pct(gp)]
+
+
+HEADER = ["pair", "regime", "true W1", "wdist [CI]", "value / truth", "lower <= truth", "critic", "Lipschitz",
+          "time", "Korotin sort-out", "Korotin WGAN-GP"]
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 0.35 * len(rows) + 1.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    labels = [f"{r['pair']} {r['regime']} {r['n'] or ''} {r['options'].get('critic', '')}" for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    lows = [r["ratio"] - r["lower"] / r["truth"] for r in rows]
+    ax.barh(range(len(rows)), ratios, xerr=[lows, [0] * len(rows)], color="tab:blue", alpha=0.8)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("certified estimate / true W1 (bar: value, whisker: down to the lower bound)")
+    ax.set_xlim(0, 1.1)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def seeds_report(k: int, case_text: str) -> str:
+    case = parse_case(case_text)
+    runs = [run_case(case, seed) for seed in range(k)]
+    ok = sum(r["lower_ok"] for r in runs)
+    ratios = np.array([r["ratio"] for r in runs])
+    return (f"Honesty: {case.key}, {k} seeds (pair, samples and training all re-drawn): lower <= truth in "
+            f"{ok}/{k} ({100 * ok / k:.0f}%); value / truth {ratios.mean():.3f} ± {ratios.std(ddof=1):.3f} "
+            f"(min {ratios.min():.3f}, max {ratios.max():.3f}); {sum(r['seconds'] for r in runs):.0f} s in all.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    parser.add_argument("--case", action="append", help="pair:regime[:n[:opts]] (repeatable); merged into saved rows")
+    parser.add_argument("--seeds", type=int, default=0, help="honesty check: this many seeds of one pair")
+    parser.add_argument("--seeds-case", default=SEEDS_CASE)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    stem = "known_truth-quick" if args.quick else "known_truth"
+    json_path = args.out / f"{stem}.json"
+    saved = json.loads(json_path.read_text()) if json_path.exists() and args.case else {"rows": {}}
+    cases = [parse_case(c) for c in (args.case or (QUICK if args.quick else FULL if not args.seeds else []))]
+    for case in cases:
+        row = run_case(case)
+        saved["rows"][row["key"]] = row
+        print(" | ".join(_row(row)), flush=True)
+    if args.seeds:
+        saved["seeds"] = seeds_report(args.seeds, args.seeds_case)
+        print(saved["seeds"])
+    saved["machine"] = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+                        f"wdist {wdist.__version__}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(saved, indent=1) + "\n")
+    rows = list(saved["rows"].values())
+    notes = (f"Machine: {saved['machine']}.  Command: `.venv/bin/python benchmarks/known_truth.py"
+             f"{' --quick' if args.quick else ''}` (rows merged from `--case` runs).  Default "
+             f"`estimate_w1` settings unless the regime names options.  Korotin et al.'s columns: their "
+             f"published relative error at the same (D, N) (fresh samples, 25k+ steps).\n\n"
+             + (saved.get("seeds", "") or ""))
+    publish(args.out / f"{stem}.md", "Tightness against a known truth", notes, HEADER, [_row(r) for r in rows])
+    if rows:
+        plot(rows, args.out / f"{stem}.png")
+
+
+if __name__ == "__main__":
+    main()

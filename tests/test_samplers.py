@@ -1,0 +1,161 @@
+"""Sampler inputs (fresh draws) and K-fold cross-fitting in estimate_w1."""
+
+import pytest
+import torch
+from torch.utils.data import IterableDataset
+
+import wdist
+from wdist.datasets import translation_samplers
+from wdist.estimator import _split
+
+
+class Recorder:
+    """A sampler that keeps every draw, to check which samples were used where."""
+
+    def __init__(self, sampler):
+        self.sampler, self.draws = sampler, []
+
+    def __call__(self, n):
+        out = self.sampler(n)
+        self.draws.append(out.clone())
+        return out
+
+
+def test_sampler_inputs_estimate_a_translation_with_fresh_test_samples():
+    sx, sy, w1 = translation_samplers((8,), shift_norm=1.0, seed=0)
+    rx, ry = Recorder(sx), Recorder(sy)
+    res = wdist.estimate_w1(rx, ry, critic="linear", steps=300, lr=1e-2, eval_every=100, batch_size=128,
+                            test_size=3000, progress=False)
+    assert res.lower <= w1 <= res.upper + 0.05
+    assert res.value == pytest.approx(w1, rel=0.1)
+    assert res.n_test == (3000, 3000) and res.settings["sampler"] == [True, True]
+    # shape probe (2), validation (3000), 300 fresh training batches, then the test draw
+    sizes = [len(d) for d in rx.draws]
+    assert sizes == [2, 3000] + [128] * 300 + [3000]
+    test = rx.draws[-1]
+    seen = torch.cat(rx.draws[:-1])
+    assert not (test[:, None, :] == seen[None]).all(-1).any()  # never seen in training or validation
+
+
+def test_an_iterable_dataset_is_a_sampler():
+    sx, sy, w1 = translation_samplers((4,), shift_norm=2.0, seed=1)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            while True:
+                yield from sy(64)
+
+    res = wdist.estimate_w1(sx, Stream(), critic="linear", steps=200, lr=1e-2, test_size=2000, progress=False)
+    assert res.value == pytest.approx(w1, rel=0.1)
+
+
+def test_finite_and_sampler_sides_mix():
+    sx, sy, w1 = translation_samplers((4,), shift_norm=2.0, seed=2)
+    res = wdist.estimate_w1(sx(4000), sy, critic="linear", steps=200, lr=1e-2, test_size=2000, progress=False)
+    assert res.n_test == (2000, 2000) and res.value == pytest.approx(w1, rel=0.1)
+
+
+@pytest.mark.parametrize("side, bad, message", [
+    ("x", lambda n: torch.zeros(n + 1, 4), "x: the sampler was asked for 2 samples and returned shape"),
+    ("y", lambda n: torch.full((n, 4), float("nan")), "y: the sampler returned NaN or Inf"),
+    ("x", lambda n: [[0.0] * 4] * n, "x: the sampler returned list"),
+    ("y", lambda n: torch.zeros(n, 5), "x and y: sample shapes differ"),
+])
+def test_bad_sampler_output_is_a_value_error_naming_the_side(side, bad, message):
+    good = lambda n: torch.zeros(n, 4)  # noqa: E731
+    x, y = (bad, good) if side == "x" else (good, bad)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        wdist.estimate_w1(x, y, steps=1, progress=False)
+
+
+def test_a_sampler_that_breaks_later_is_named():
+    calls = []
+
+    def flaky(n):
+        calls.append(n)
+        return torch.zeros(n, 4) if len(calls) < 3 else torch.zeros(n, 3)
+
+    with pytest.raises(ValueError, match="x: the sampler returned samples of shape"):
+        wdist.estimate_w1(flaky, lambda n: torch.ones(n, 4), critic="linear", steps=5, progress=False)
+
+
+def test_an_iterable_dataset_that_ends_is_named():
+    class Short(IterableDataset):
+        def __iter__(self):
+            yield from torch.zeros(50, 4)
+
+    with pytest.raises(ValueError, match="y: the IterableDataset ended after"):
+        wdist.estimate_w1(lambda n: torch.zeros(n, 4), Short(), steps=5, progress=False)
+
+
+def test_sampler_only_options_are_checked():
+    x = torch.randn(100, 4)
+    with pytest.raises(ValueError, match="test_size: applies to sampler inputs only"):
+        wdist.estimate_w1(x, x + 1, test_size=10, progress=False)
+    with pytest.raises(ValueError, match="checkpoint"):
+        wdist.estimate_w1(lambda n: torch.zeros(n, 4), x, checkpoint="/tmp/nowhere", progress=False)
+
+
+# ------------------------------------------------------------------ cross-fitting
+def test_folds_partition_the_samples_and_never_test_what_they_train_on():
+    folds = _split(103, 0.5, 5, torch.Generator().manual_seed(0), "x")
+    tests = torch.cat([f.test for f in folds])
+    assert sorted(tests.tolist()) == list(range(103))  # every sample tested exactly once
+    for f in folds:
+        test = set(f.test.tolist())
+        assert not test & set(f.train.tolist()) and not test & set(f.val.tolist())
+        assert len(f.train) + len(f.val) + len(f.test) == 103
+
+
+def test_cross_fitting_tests_every_sample_and_gives_a_certified_mean_critic():
+    sx, sy, w1 = translation_samplers((16,), shift_norm=1.5, seed=3)
+    x, y = sx(1500), sy(1500)
+    res = wdist.estimate_w1(x, y, critic="linear", folds=3, steps=300, lr=1e-2, progress=False)
+    assert res.n_test == (1500, 1500) and res.settings["folds"] == 3
+    assert res.lower <= w1 <= res.upper + 0.05
+    assert wdist.lipschitz_bound(res.critic, (16,)) <= 1 + 1e-4
+    # The mean critic is the one to apply to new data: its gap on fresh samples is a valid bound.
+    with torch.no_grad():
+        fresh_gap = float(res.critic(sx(20000)).mean() - res.critic(sy(20000)).mean())
+    assert fresh_gap <= w1 + 0.02
+    assert fresh_gap == pytest.approx(res.value, abs=4 * res.std_error + 0.02)
+
+
+def test_cross_fitting_needs_held_out_folds():
+    x = torch.randn(100, 4)
+    with pytest.raises(ValueError, match="folds"):
+        wdist.estimate_w1(x, x + 1, folds=0, progress=False)
+    with pytest.raises(ValueError, match="folds: cross-fitting needs held-out folds"):
+        wdist.estimate_w1(x, x + 1, folds=3, holdout=0.0, progress=False)
+
+
+class _SeenRows(torch.nn.Module):
+    """Identity that records the rows passed through it in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return x
+
+    def lipschitz_bound(self, input_shape):
+        return 1.0
+
+
+def test_cross_fitted_user_critics_start_pristine_and_never_see_their_test_fold():
+    sx, sy, _ = translation_samplers((4,), seed=4)
+    x, y = sx(300), sy(300)
+    critic = torch.nn.Sequential(_SeenRows(), wdist.nn.BjorckLinear(4, 1))
+    res = wdist.estimate_w1(x, y, critic=critic, folds=3, steps=30, eval_every=10, progress=False)
+    fold_critics = res.critic.critics
+    seen = [torch.cat(c[0].seen) for c in fold_critics]
+    for k, rows in enumerate(seen):
+        # each fold's critic trained on the other folds' training splits only
+        unseen = (~(x[:, None, :] == rows[None]).all(-1).any(1)).sum()
+        # its 100 test rows and 40 validation rows (scored in eval mode); a copy of an
+        # earlier fold's trained critic would have seen them
+        assert int(unseen) == 140, f"fold {k} saw rows it tests on"
+    assert not critic[0].seen  # the user's module itself stays untouched

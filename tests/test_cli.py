@@ -310,4 +310,8 @@ def test_demo_quick_prints_and_writes_what_it_did_before_the_refactor(tmp_path):
     assert lines == golden["stdout"]
     result = json.loads(placeholders((out / "result.json").read_text()))
     result.pop("seconds")
+    # Settings added since (issue 14), at their defaults: one split, no sampler, no noise.
+    added = {"folds": 1, "fold_critics": [result["settings"]["critic"]], "sampler": [False, False],
+             "input_noise": 0.0, "input_noise_sigma": 0.0}
+    assert {k: result["settings"].pop(k) for k in added} == added
     _same_up_to_rounding(result, golden["result"])

@@ -6,7 +6,7 @@ from torch.utils.data import IterableDataset
 
 import wdist
 from wdist.datasets import translation_samplers
-from wdist.estimator import _split
+from wdist.data import split_indices
 
 
 class Recorder:
@@ -98,7 +98,7 @@ def test_sampler_only_options_are_checked():
 
 # ------------------------------------------------------------------ cross-fitting
 def test_folds_partition_the_samples_and_never_test_what_they_train_on():
-    folds = _split(103, 0.5, 5, torch.Generator().manual_seed(0), "x")
+    folds = split_indices(103, 0.5, torch.Generator().manual_seed(0), "x", folds=5)
     tests = torch.cat([f.test for f in folds])
     assert sorted(tests.tolist()) == list(range(103))  # every sample tested exactly once
     for f in folds:

@@ -17,11 +17,13 @@ influenced nothing, the interval is honest; the training-split gap
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
+from typing import Callable
 
 import torch
 from torch import nn
@@ -161,7 +163,7 @@ def _check_options(holdout: float, confidence: float, steps, batch_size, lr, fol
             raise ValueError(f"{name}: must be a positive int, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: must be a positive number, got {lr!r}")
-    if not (isinstance(input_noise, (int, float)) and 0 <= input_noise < math.inf):
+    if input_noise is not None and not (isinstance(input_noise, (int, float)) and 0 <= input_noise < math.inf):
         raise ValueError(f"input_noise: must be a number >= 0, got {input_noise!r}")
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
         raise ValueError(f"folds: must be a positive int, got {folds!r}")
@@ -212,17 +214,22 @@ def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
 
 
 def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool,
-                     dev: torch.device, checkpoint, checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
+                     dev: torch.device, noise: float | None, spread: Callable[[], float], checkpoint,
+                     checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
     name = candidate if isinstance(candidate, str) else type(candidate).__name__
+    spec = CRITICS.get(name) if isinstance(candidate, str) else None
+    relative = noise if noise is not None else (spec.input_noise if spec is not None else 0.0)
+    sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
     torch.manual_seed(cfg.seed + k)
     fx, fy = xs.fold(k), ys.fold(k)
-    spec = CRITICS.get(name) if isinstance(candidate, str) else None
     if spec is not None:
         anchors = ys.anchors(fy, cfg.seed, spec.max_anchors) if spec.needs_anchors else None
         model = spec.build(xs.shape, anchors)
     else:
         model = candidate
     cand_cfg = cfg if lr_given or spec is None else replace(cfg, lr=spec.lr)
+    if relative > 0:  # in data units, from this fold's training data only
+        cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
     trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
                             cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
     on_eval = None
@@ -239,11 +246,11 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     return name, trainer
 
 
-def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev, **kw) -> _FoldFit:
+def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev,
+              noise: float | None, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
-    if cfg.input_noise > 0:  # relative -> data units, from this fold's training data only
-        cfg = replace(cfg, input_noise=cfg.input_noise * _coordinate_spread(xs, ys, k, cfg.seed))
-    trained = dict(_train_candidate(c, k, xs, ys, cfg, lr_given, dev, **kw) for c in candidates)
+    spread = functools.cache(lambda: _coordinate_spread(xs, ys, k, cfg.seed))
+    trained = dict(_train_candidate(c, k, xs, ys, cfg, lr_given, dev, noise, spread, **kw) for c in candidates)
     name = max(trained, key=lambda n: trained[n].state.best_val)
     if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
@@ -296,7 +303,7 @@ def estimate_w1(
     bracket: bool = False,
     folds: int = 1,
     test_size: int | None = None,
-    input_noise: float = 0.0,
+    input_noise: float | None = None,
 ) -> W1Result:
     """Certified lower-bound estimate of W1(P, Q) from samples ``x ~ P``, ``y ~ Q``.
 
@@ -361,10 +368,12 @@ def estimate_w1(
     test_size : int, optional
         Sampler inputs only: fresh samples per side for validation and for the
         test (default 10,000).
-    input_noise : float
+    input_noise : float, optional
         Gaussian noise added to every *training* input, in units of the
         training data's RMS per-coordinate spread ``sqrt(mean_j Var x_j)``
-        (both sides pooled).  The critic then maximises the gap of its
+        (both sides pooled); ``None``: each critic's default
+        (``wdist.critics.CRITICS[name].input_noise``: 0.7 for the MLP, which
+        over-fits without it, 0 otherwise).  The critic then maximises the gap of its
         smoothed version ``E f(x + sigma e)`` and cannot spike on single
         training samples; validation and test use ``f`` itself, unchanged,
         so the bound stays valid whatever ``input_noise`` is.
@@ -411,23 +420,24 @@ def estimate_w1(
         eval_every, folds, input_noise, critic if isinstance(critic, str) else type(critic).__name__))
     train_sizes = [len(s.fold(0).train) for s in (xs, ys) if s.sampler is None]
     cfg = _train_config(steps, batch_size, lr, eval_every, seed, min(train_sizes) if train_sizes else None)
-    cfg = replace(cfg, input_noise=float(input_noise))
     n_folds = max(len(xs.folds), len(ys.folds))
     progress = progress and distributed.is_main()
     # A module given by the user is trained in place (one fold) or as pristine copies, made
     # before any training: a copy of a trained critic would carry what it saw to the next fold.
+    if input_noise is None and holdout == 0:
+        input_noise = 0.0  # in-sample (crosscheck): fitting the samples themselves is the point
     per_fold = [candidates] if n_folds == 1 else [[copy.deepcopy(c) for c in candidates] for _ in range(n_folds)]
-    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, lr is not None, dev, checkpoint=checkpoint,
+    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, lr is not None, dev, input_noise, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, progress=progress)
             for k in range(n_folds)]
-    result = _result(fits, xs, ys, cfg, dev, confidence, holdout, input_noise, start)
+    result = _result(fits, xs, ys, cfg, dev, confidence, holdout, start)
     if bracket:
         result.bracket = _bracket(x, y, result, confidence, seed)
     return result
 
 
 def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float, holdout: float,
-            input_noise: float, start: float) -> W1Result:
+            start: float) -> W1Result:
     value, se, lipschitz, model = _score(fits, xs, ys, cfg, dev)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     first = fits[0].trainer
@@ -450,7 +460,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
             candidates={k: t.state.best_val for k, t in fits[0].trained.items()},
             folds=len(fits), fold_critics=[f.name for f in fits],
             sampler=[xs.sampler is not None, ys.sampler is not None],
-            input_noise=input_noise, input_noise_sigma=first.cfg.input_noise,
+            input_noise=first.cfg.input_noise_relative, input_noise_sigma=first.cfg.input_noise,
         ),
     )
 

@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = 0
     #: Standard deviation of Gaussian noise added to every training input (data units; 0: none).
     input_noise: float = 0.0
+    #: The same, in units of the training data's RMS coordinate spread (for reports).
+    input_noise_relative: float = 0.0
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
@@ -124,6 +126,9 @@ class CriticTrainer:
         self.optimizer = make_adam(critic.parameters(), cfg.lr)
         self.state = _State()
         self.best_params = copy.deepcopy(critic.state_dict())
+        # Input noise has its own stream: DataLoaders draw from the global RNG, and the
+        # noise must not depend on whether the samples came as tensors or as a Dataset.
+        self.noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 0x5EED)
 
     # -- checkpointing -----------------------------------------------------
     def state_dict(self) -> dict:
@@ -133,6 +138,7 @@ class CriticTrainer:
             "best_params": self.best_params,
             "optimizer": self.optimizer.state_dict(),
             "rng": torch.get_rng_state(),
+            "noise_rng": self.noise_rng.get_state(),
             "progress": {
                 "step": s.step, "best_val": s.best_val, "best_step": s.best_step,
                 "bad_evals": s.bad_evals, "lr_drops": s.lr_drops, "stopped": s.stopped,
@@ -145,6 +151,8 @@ class CriticTrainer:
         self.best_params = state["best_params"]
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if "noise_rng" in state:
+            self.noise_rng.set_state(state["noise_rng"])
         self.state = _State(**state["progress"], history=list(state["history"]))
 
     # -- training ------------------------------------------------------------
@@ -193,7 +201,8 @@ class CriticTrainer:
                 if cfg.input_noise > 0:
                     # Trains the smoothed critic E f(x + sigma e): it cannot spike on single
                     # training samples (the held-out gap stops falling as the training gap climbs).
-                    batch = batch + cfg.input_noise * torch.randn_like(batch)
+                    batch = batch + cfg.input_noise * torch.randn(batch.shape, generator=self.noise_rng,
+                                                                  device=batch.device, dtype=batch.dtype)
                 out = self.model(batch).reshape(-1)
                 # Sums over this rank's share divided by the *global* batch sizes,
                 # times world: DDP's average over ranks is then exactly the gap of

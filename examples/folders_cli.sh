@@ -22,7 +22,7 @@
 # curve.png, witness.png and result.json.
 #
 # What to look at: the printed W1 line, the files listed at the end, and
-# "value" / "lipschitz" in result.json.  The held-out value (about 1.9) is
+# "value" / "lipschitz" in result.json.  The held-out value (about 1.35) is
 # below the in-sample exact W1 of examples/crosscheck_digits.py (2.2), as
 # a held-out lower bound should be.
 #

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -158,6 +159,7 @@ def test_folders_cli_writes_the_report(tmp_path):
     assert len(w1_lines((report / "report.md").read_text())) == 1
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_torchrun_two_processes_give_the_one_process_value(tmp_path):
     out = run_example("torchrun.sh", str(tmp_path / "run"), cwd=tmp_path)
     two, one = w1_lines(out)  # only rank 0 prints: one line per run

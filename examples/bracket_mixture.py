@@ -42,7 +42,7 @@ computed here by adaptive quadrature (``scipy.integrate.quad``).
 What to look at
 ---------------
 * ``contains truth``: over 20 seeds the 95% bracket contained the true W1 in
-  at least 19 runs (the library's slow test on a 1-D mixture).
+  at least 19 runs (the library's slow test, on its own 1-D mixture).
 * ``width``: in 1-D the sample W1 converges like ``n^(-1/2)``, so the upper
   side is tight; in high dimension it converges like ``n^(-1/d)`` and the
   upper side is loose (compare ``noise floor``, the exact W1 between two

@@ -45,9 +45,9 @@ def test_exact_w1_refuses_problems_too_large_for_memory():
 # --------------------------------------------------------------------------- estimator
 
 
-def test_translation_estimate_with_the_linear_critic():
+def test_translation_estimate_with_the_linear_critic(device):
     x, y = _shifted_gaussians(4000, 8, shift=1.0)
-    res = wdist.estimate_w1(x, y, critic="linear", progress=False)
+    res = wdist.estimate_w1(x, y, critic="linear", progress=False, device=device)
     assert res.value == pytest.approx(1.0, abs=0.06)
     assert res.lower <= 1.0
     assert res.lipschitz <= 1 + 1e-4
@@ -56,37 +56,37 @@ def test_translation_estimate_with_the_linear_critic():
     assert res.upper - res.value == pytest.approx(1.959964 * res.std_error, rel=1e-5)
 
 
-def test_identical_distributions_interval_contains_zero():
+def test_identical_distributions_interval_contains_zero(device):
     x, _ = _shifted_gaussians(2000, 4)
     y = torch.randn(2000, 4, generator=torch.Generator().manual_seed(99))
-    res = wdist.estimate_w1(x, y, steps=200, progress=False)
+    res = wdist.estimate_w1(x, y, steps=200, progress=False, device=device)
     assert res.lower <= 0 <= res.upper
     assert res.train_value > res.value  # in-sample gap is optimistic
 
 
-def test_deterministic_for_a_fixed_seed():
+def test_deterministic_for_a_fixed_seed(device):
     x, y = _shifted_gaussians(600, 4, shift=0.5)
-    runs = [wdist.estimate_w1(x, y, critic="mlp", steps=60, eval_every=20, seed=3, progress=False)
-            for _ in range(2)]
+    kwargs = dict(critic="mlp", steps=60, eval_every=20, progress=False, device=device)
+    runs = [wdist.estimate_w1(x, y, seed=3, **kwargs) for _ in range(2)]
     assert runs[0].value == runs[1].value and runs[0].history == runs[1].history
-    other = wdist.estimate_w1(x, y, critic="mlp", steps=60, eval_every=20, seed=4, progress=False)
+    other = wdist.estimate_w1(x, y, seed=4, **kwargs)
     assert other.value != runs[0].value
 
 
-def test_datasets_and_dataloaders_give_the_same_result_as_tensors():
+def test_datasets_and_dataloaders_give_the_same_result_as_tensors(device):
     x, y = _shifted_gaussians(300, 3, shift=0.5)
-    kwargs = dict(critic="mlp", steps=40, eval_every=20, progress=False)
+    kwargs = dict(critic="mlp", steps=40, eval_every=20, progress=False, device=device)
     ref = wdist.estimate_w1(x, y, **kwargs)
     labels = torch.zeros(300)
     ds = wdist.estimate_w1(TensorDataset(x, labels), DataLoader(TensorDataset(y)), **kwargs)
     assert ds.value == pytest.approx(ref.value, abs=1e-6)
 
 
-def test_images_numpy_and_uneven_sample_counts():
+def test_images_numpy_and_uneven_sample_counts(device):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(120, 1, 8, 8, generator=gen)
     y = (torch.rand(90, 1, 8, 8, generator=gen) + 0.1).numpy()
-    res = wdist.estimate_w1(x, y, critic="bcop", steps=30, eval_every=10, progress=False)
+    res = wdist.estimate_w1(x, y, critic="bcop", steps=30, eval_every=10, progress=False, device=device)
     assert res.n_test == (60, 45)
     assert res.lipschitz <= 1 + 1e-4
     assert 0 < res.value <= wdist.exact_w1(x, y)  # shift of 0.1 per pixel: clearly positive
@@ -104,13 +104,13 @@ def test_result_to_dict_is_json_and_complete():
     assert "95% CI [" in res.summary() and "Lipschitz <= " in res.summary()
 
 
-def test_user_module_is_certified_and_value_is_rescaled():
+def test_user_module_is_certified_and_value_is_rescaled(device):
     x, y = _shifted_gaussians(400, 4, shift=1.0)
     critic = nn.Sequential(nn.Linear(4, 1))
     # holdout=0: the evaluation set is all samples, so the raw gap can be recomputed here.
-    res = wdist.estimate_w1(x, y, critic=critic, steps=100, lr=1e-2, holdout=0.0, progress=False)
+    res = wdist.estimate_w1(x, y, critic=critic, steps=100, lr=1e-2, holdout=0.0, progress=False, device=device)
     with torch.no_grad():
-        raw_gap = float(critic(x).mean() - critic(y).mean())
+        raw_gap = float(critic(x.to(device)).mean() - critic(y.to(device)).mean())
     # The unconstrained linear critic grows its norm; the certified value divides by it.
     assert res.lipschitz == pytest.approx(float(critic[0].weight.norm()), rel=1e-6)
     assert res.lipschitz > 1.5
@@ -118,9 +118,9 @@ def test_user_module_is_certified_and_value_is_rescaled():
     assert res.value <= wdist.exact_w1(x, y) * (1 + 1e-5)
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, device):
     x, y = _shifted_gaussians(500, 4, shift=0.7)
-    kwargs = dict(critic="mlp", steps=120, eval_every=20, progress=False, seed=1)
+    kwargs = dict(critic="mlp", steps=120, eval_every=20, progress=False, seed=1, device=device)
     reference = wdist.estimate_w1(x, y, **kwargs)
 
     original = CriticTrainer._evaluate
@@ -140,10 +140,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert resumed.history == reference.history
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
+def test_checkpoint_loads_with_weights_only(tmp_path, device):
     x, y = _shifted_gaussians(100, 2)
     wdist.estimate_w1(x, y, critic="linear", steps=20, eval_every=10, progress=False,
-                      checkpoint=tmp_path)
+                      checkpoint=tmp_path, device=device)
     state = torch.load(tmp_path / "linear" / "checkpoint.pt", weights_only=True)
     assert state["trainer"]["progress"]["step"] == 20
 
@@ -200,9 +200,9 @@ def test_too_few_samples_for_the_holdout():
 # --------------------------------------------------------------------------- crosscheck
 
 
-def test_crosscheck_small_case_is_sound():
+def test_crosscheck_small_case_is_sound(device):
     x, y = _shifted_gaussians(300, 2, shift=1.0)
-    res = wdist.crosscheck(x, y, critic="mlp", steps=300, progress=False)
+    res = wdist.crosscheck(x, y, critic="mlp", steps=300, progress=False, device=device)
     assert res.sound and res.critic <= res.exact * (1 + 1e-5)
     assert 0.8 < res.ratio <= 1 + 1e-5
     assert res.noise_floor > 0
@@ -262,9 +262,9 @@ def test_crosscheck_gaussian_mixtures_is_tight_and_sound(d):
     assert neural.sound and neural.ratio > 0.5
 
 
-def test_resuming_a_converged_run_does_not_train_again(tmp_path):
+def test_resuming_a_converged_run_does_not_train_again(tmp_path, device):
     x, y = _shifted_gaussians(300, 2, shift=0.5)
-    kwargs = dict(critic="linear", eval_every=10, progress=False, checkpoint=tmp_path)
+    kwargs = dict(critic="linear", eval_every=10, progress=False, checkpoint=tmp_path, device=device)
     first = wdist.estimate_w1(x, y, **kwargs)
     assert first.stopped == "converged"
     again = wdist.estimate_w1(x, y, resume=True, **kwargs)

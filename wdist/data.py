@@ -43,11 +43,16 @@ class Samples:
             return self.data[0]
         return _to_tensor(_strip_label(self.data[0]), self.name)
 
-    def batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-        """One pass over ``indices``, in order, in batches of samples."""
+    def batches(self, indices: torch.Tensor, batch_size: int, pin_memory: bool = False) -> Iterator[torch.Tensor]:
+        """One pass over ``indices``, in order, in batches of samples.
+
+        ``pin_memory``: batches in page-locked memory, so that a
+        ``non_blocking`` copy to a GPU does not wait for the GPU's queued work.
+        """
         if self.in_memory:
             for start in range(0, len(indices), batch_size):
-                yield self.data[indices[start : start + batch_size]]
+                batch = self.data[indices[start : start + batch_size]]
+                yield batch.pin_memory() if pin_memory else batch
             return
         loader = DataLoader(
             Subset(self.data, indices.tolist()),
@@ -55,6 +60,7 @@ class Samples:
             num_workers=self.num_workers,
             collate_fn=self._collate,
             persistent_workers=False,
+            pin_memory=pin_memory,
         )
         yield from loader
 

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .cuda_options import CudaOptions
 from .data import Samples
 from .nn import retract_
 
@@ -58,17 +59,24 @@ def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
 def critic_values(
     critic: nn.Module, samples: Samples, indices: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU."""
+    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU.
+
+    Always float32 arithmetic (never autocast): these values make the
+    reported estimate, which must be the certified critic's.  They stay on
+    the device until the pass ends: one copy back instead of one host sync
+    per batch.
+    """
     was_training = critic.training
     critic.eval()
+    pin = CudaOptions.for_device(device).pin_memory
     try:
-        out = [torch.zeros(0, dtype=torch.float64)] + [
-            critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu()
-            for batch in samples.batches(indices, batch_size)
+        out = [torch.zeros(0, dtype=torch.float64, device=device)] + [
+            critic(batch.to(device, non_blocking=True)).reshape(-1).double()
+            for batch in samples.batches(indices, batch_size, pin_memory=pin)
         ]
     finally:
         critic.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def make_adam(params, lr: float) -> torch.optim.Adam:
@@ -114,16 +122,24 @@ class _StepBatches:
         return distributed.share(self._perm[j * self.batch_size : (j + 1) * self.batch_size]).tolist()
 
 
-def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int):
-    """(this rank's batches, global batch size) for steps ``start, start+1, ...``."""
+def _batch_stream(samples: Samples, indices: torch.Tensor, cfg: TrainConfig, side: int, start: int,
+                  pin_memory: bool = False):
+    """(this rank's batches, global batch size) for steps ``start, start+1, ...``.
+
+    ``pin_memory`` (CUDA): batches in page-locked memory, so that their
+    ``non_blocking`` copy overlaps the GPU's work on the previous step.
+    """
     batches = _StepBatches(indices, cfg.batch_size, cfg.seed, side, start)
     if samples.in_memory:
+        if pin_memory:
+            return (samples.data[idx].pin_memory() for idx in batches), batches.batch_size
         return (samples.data[idx] for idx in batches), batches.batch_size
     loader = torch.utils.data.DataLoader(
         samples.data,
         batch_sampler=batches,
         num_workers=samples.num_workers,
         collate_fn=samples._collate,
+        pin_memory=pin_memory,
     )
     return iter(loader), batches.batch_size
 
@@ -188,7 +204,9 @@ class CriticTrainer:
         self.critic.load_state_dict(state["critic"])
         self.best_params = state["best_params"]
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        # .cpu(): a checkpoint loaded with map_location="cuda" holds the CPU
+        # generator's state on the GPU, which set_rng_state refuses.
+        torch.set_rng_state(state["rng"].cpu())
         self.state = _State(**state["progress"], history=list(state["history"]))
 
     # -- training ------------------------------------------------------------
@@ -218,51 +236,73 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step)
-        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step)
-        world = distributed.world_size()
-        penalty = getattr(self.critic, "penalty", None)
-        penalty = penalty if callable(penalty) else None
-        if penalty is not None and world > 1:
+        opts = CudaOptions.for_device(self.device)  # all off on the CPU
+        xs, bx = _batch_stream(self.x, self.train_idx[0], cfg, 0, s.step, opts.pin_memory)
+        ys, by = _batch_stream(self.y, self.train_idx[1], cfg, 1, s.step, opts.pin_memory)
+        if self._penalty is not None and distributed.world_size() > 1:
             # The penalty's double backward runs outside DDP's gradient hooks.
             raise ValueError("critic: gradient-penalty critics (wgan-gp) run in one process only, not under torchrun")
+        model = torch.compile(self.model) if opts.compile else self.model
         self.critic.train()
         bar = tqdm(total=cfg.max_steps, initial=s.step, disable=None if progress else True,
                    desc=desc, unit="step", leave=False)
-        running, count = 0.0, 0
+        # Summed on the device: float(gap) at every step would wait for the GPU each time.
+        running, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = cudnn_benchmark or opts.cudnn_benchmark
         try:
             while s.step < cfg.max_steps:
-                xb = next(xs).to(self.device, non_blocking=True)
-                yb = next(ys).to(self.device, non_blocking=True)
-                out = self.model(torch.cat([xb, yb])).reshape(-1)
-                # Sums over this rank's share divided by the *global* batch sizes,
-                # times world: DDP's average over ranks is then exactly the gap of
-                # the global batch, even when the shares differ in size.
-                gap = (out[: len(xb)].sum() / bx - out[len(xb) :].sum() / by) * world
-                loss = -gap
-                if penalty is not None:
-                    loss = loss + penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                retract_(self.critic)
+                running += self._step(model, next(xs), next(ys), (bx, by), opts.autocast_bf16)
                 s.step += 1
-                running += float(gap.detach())
                 count += 1
                 bar.update(1)
                 if s.step % cfg.eval_every == 0 or s.step == cfg.max_steps:
-                    mean_gap = float(distributed.all_reduce_sum(torch.tensor(running))) / world
+                    # float32 as before (it was torch.tensor of a Python float): histories stay bitwise equal.
+                    mean_gap = float(distributed.all_reduce_sum(running.float())) / distributed.world_size()
                     stop = self._evaluate(mean_gap / count)
                     bar.set_postfix(val_gap=f"{s.best_val:.4g}")
-                    running, count = 0.0, 0
+                    running, count = torch.zeros_like(running), 0
                     if on_eval is not None:
                         on_eval(self)
                     if stop:
                         break
         finally:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
             bar.close()
         self.critic.load_state_dict(self.best_params)
         self.critic.eval()
+
+    @property
+    def _penalty(self) -> Callable | None:
+        """The critic's ``penalty(x, y)`` loss term, if it defines one (WGAN-GP)."""
+        penalty = getattr(self.critic, "penalty", None)
+        return penalty if callable(penalty) else None
+
+    def _step(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, global_batch: tuple[int, int],
+              autocast_bf16: bool) -> torch.Tensor:
+        """One optimiser step on a batch of each side; the batch gap (float64, on the device).
+
+        Under ``autocast_bf16`` the forward runs in bf16 where autocast allows;
+        constrained kernels are still built in float32 and the gap is summed
+        in float32.
+        """
+        xb = xb.to(self.device, non_blocking=True)
+        yb = yb.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            out = model(torch.cat([xb, yb])).reshape(-1).float()  # .float(): no-op without autocast
+        # Sums over this rank's share divided by the *global* batch sizes,
+        # times world: DDP's average over ranks is then exactly the gap of
+        # the global batch, even when the shares differ in size.
+        bx, by = global_batch
+        gap = (out[: len(xb)].sum() / bx - out[len(xb) :].sum() / by) * distributed.world_size()
+        loss = -gap
+        if self._penalty is not None:
+            loss = loss + self._penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        retract_(self.critic)
+        return gap.detach().double()
 
     def _evaluate(self, train_gap: float) -> bool:
         """Record one evaluation; True when training should stop."""

@@ -269,3 +269,30 @@ def test_resuming_a_converged_run_does_not_train_again(tmp_path, device):
     assert first.stopped == "converged"
     again = wdist.estimate_w1(x, y, resume=True, **kwargs)
     assert again.value == first.value and again.steps == first.steps
+
+
+# --------------------------------------------------------------------------- CUDA levers
+
+
+def test_cuda_levers_come_from_the_environment_and_never_apply_on_cpu(monkeypatch):
+    from wdist.cuda_options import CudaOptions
+
+    monkeypatch.setenv("WDIST_AUTOCAST", "bf16")
+    monkeypatch.setenv("WDIST_COMPILE", "1")
+    monkeypatch.setenv("WDIST_PIN_MEMORY", "0")
+    assert CudaOptions.for_device("cuda") == CudaOptions(pin_memory=False, cudnn_benchmark=True,
+                                                         autocast_bf16=True, compile=True)
+    assert CudaOptions.for_device("cpu") == CudaOptions()  # all off
+    monkeypatch.setenv("WDIST_COMPILE", "maybe")
+    with pytest.raises(ValueError, match="WDIST_COMPILE"):
+        CudaOptions.for_device("cuda:0")
+
+
+def test_cpu_results_ignore_the_cuda_levers(monkeypatch):
+    x, y = _shifted_gaussians(300, 4, shift=0.5)
+    kwargs = dict(critic="mlp", steps=30, eval_every=10, progress=False, device="cpu")
+    plain = wdist.estimate_w1(x, y, **kwargs)
+    for name, value in (("WDIST_AUTOCAST", "bf16"), ("WDIST_COMPILE", "1"), ("WDIST_CUDNN_BENCHMARK", "0")):
+        monkeypatch.setenv(name, value)
+    levered = wdist.estimate_w1(x, y, **kwargs)
+    assert levered.value == plain.value and levered.history == plain.history

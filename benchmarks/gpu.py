@@ -442,7 +442,7 @@ def certificate_section(device: torch.device, sizes: Sizes) -> Section:
                  f"{device} (TF32 as torch sets it) vs {same['gap_cpu']:.6f} on cpu, max |f_dev - f_cpu| "
                  f"{same['max_abs_f_diff_default']:.2e} ({same['max_abs_f_diff_tf32_off']:.2e} with TF32 off; "
                  f"|f| up to {same['f_scale']:.3g})")
-    header = ["critic", f"{device.type} value [95% CI]", "cpu value [95% CI]", "|difference| / se",
+    header = ["critic", f"{device.type} value [95% CI]", "cpu value [95% CI]", "abs(difference) / se",
               "each inside the other's interval", f"Lipschitz ({device.type})", "Lipschitz (cpu)"]
     return Section(lines=lines, header=header, rows=rows, data=data)
 
@@ -835,8 +835,8 @@ def ddp_section(work: Path, device: torch.device, sizes: Sizes, budget: Budget, 
                      f"{', timed out' if r2['timed_out'] else ''}): " + " / ".join(r2["tail"][-3:]))
     lines.insert(0, f"BCOP critic, {sizes.ddp_steps} steps, seed 0; the 2-process rows use 2 x {sizes.ddp_n} "
                     f"3x{sizes.px[0]}x{sizes.px[0]} crops in memory, the torchrun CLI row 2 x {sizes.n_sub} PNGs")
-    return Section(lines=lines, header=["run", "backend", "wall s", "W1 [95% CI]", "|diff| to reference / se"],
-                   rows=rows, data=data)
+    header = ["run", "backend", "wall s", "W1 [95% CI]", "abs(difference) to reference / se"]
+    return Section(lines=lines, header=header, rows=rows, data=data)
 
 
 # ------------------------------------------------------------------ child

@@ -7,6 +7,9 @@
 # matplotlib, pillow, click, tqdm, safetensors, pytest and pytest-timeout
 # (.library/device/KINDS.md) but no POT, and reaches no registry.  POT is the
 # one wheel to carry (33 MB; it needs only numpy and scipy, both there).
+# pytest-timeout (pyproject's `timeout = 900`) is in the image's package list,
+# so it is not carried; without the plugin that ini option only warns
+# ("Unknown config option: timeout"), so the tests run either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -40,7 +40,7 @@ def test_gpu_check_quick_mode_writes_every_section(tmp_path):
     assert sections["tests"]["data"]["returncode"] == 0 and sections["tests"]["data"]["tests"] >= 3
     assert sections["checkpoint"]["data"]["inside"] and sections["checkpoint"]["data"]["same_history"]
     assert len(sections["levers"]["data"]["rows"]) == 6
-    assert any("DDP" in row[0] for row in sections["ddp"]["rows"])
+    assert any(row[0].startswith("torchrun, 2 processes") for row in sections["ddp"]["rows"])  # DDP ran
     markdown = (tmp_path / "gpu-quick.md").read_text()
     for name in SECTIONS:
         assert f"## {name}: " in markdown

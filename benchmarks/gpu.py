@@ -161,7 +161,7 @@ def run_group(argv: list[str], timeout: float, env: dict | None = None) -> dict:
 
 def md_table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
 
 
 def fmt(value, digits: int = 4) -> str:

@@ -127,11 +127,12 @@ def _shifted_gaussians(n: int, d: int, shift: float = 1.0, seed: int = 0):
     return x, y
 
 
-def _train_randomly(module: nn.Module, input_shape, steps: int = 50, lr: float = 1e-2):
+def _train_randomly(module: nn.Module, input_shape, steps: int = 50, lr: float = 1e-2, device="cpu"):
     """50 Adam steps on a random regression objective: moves the free parameters
-    far from their (orthogonal) initialisation."""
+    far from their (orthogonal) initialisation.  The module is moved to ``device``."""
+    module.to(device)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
-    x = torch.randn(8, *input_shape)
+    x = torch.randn(8, *input_shape, device=device)
     with torch.no_grad():
         target = torch.randn_like(module(x))
     for _ in range(steps):

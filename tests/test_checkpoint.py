@@ -17,9 +17,9 @@ from wdist.training import CriticTrainer
 from helpers import ENV, _shifted_gaussians, assert_bad_input, folders, invoke, one_thread, run_wdist, write_folder  # noqa: F401 (fixtures)
 
 
-def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, device):
     x, y = _shifted_gaussians(500, 4, shift=0.7)
-    kwargs = dict(critic="mlp", steps=120, eval_every=20, progress=False, seed=1)
+    kwargs = dict(critic="mlp", steps=120, eval_every=20, progress=False, seed=1, device=device)
     reference = wdist.estimate_w1(x, y, **kwargs)
 
     original = CriticTrainer._evaluate
@@ -39,10 +39,10 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert resumed.history == reference.history
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
+def test_checkpoint_loads_with_weights_only(tmp_path, device):
     x, y = _shifted_gaussians(100, 2)
     wdist.estimate_w1(x, y, critic="linear", steps=20, eval_every=10, progress=False,
-                      checkpoint=tmp_path)
+                      checkpoint=tmp_path, device=device)
     state = torch.load(tmp_path / "linear" / "checkpoint.pt", weights_only=True)
     assert state["trainer"]["progress"]["step"] == 20
 

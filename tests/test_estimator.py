@@ -16,9 +16,9 @@ from helpers import _shifted_gaussians
 # --------------------------------------------------------------------------- estimator
 
 
-def test_translation_estimate_with_the_linear_critic():
+def test_translation_estimate_with_the_linear_critic(device):
     x, y = _shifted_gaussians(4000, 8, shift=1.0)
-    res = wdist.estimate_w1(x, y, critic="linear", progress=False)
+    res = wdist.estimate_w1(x, y, critic="linear", progress=False, device=device)
     assert res.value == pytest.approx(1.0, abs=0.06)
     assert res.lower <= 1.0
     assert res.lipschitz <= 1 + 1e-4
@@ -27,37 +27,37 @@ def test_translation_estimate_with_the_linear_critic():
     assert res.upper - res.value == pytest.approx(1.959964 * res.std_error, rel=1e-5)
 
 
-def test_identical_distributions_interval_contains_zero():
+def test_identical_distributions_interval_contains_zero(device):
     x, _ = _shifted_gaussians(2000, 4)
     y = torch.randn(2000, 4, generator=torch.Generator().manual_seed(99))
-    res = wdist.estimate_w1(x, y, steps=200, progress=False)
+    res = wdist.estimate_w1(x, y, steps=200, progress=False, device=device)
     assert res.lower <= 0 <= res.upper
     assert res.train_value > res.value  # in-sample gap is optimistic
 
 
-def test_deterministic_for_a_fixed_seed():
+def test_deterministic_for_a_fixed_seed(device):
     x, y = _shifted_gaussians(600, 4, shift=0.5)
-    runs = [wdist.estimate_w1(x, y, critic="mlp", steps=60, eval_every=20, seed=3, progress=False)
-            for _ in range(2)]
+    kwargs = dict(critic="mlp", steps=60, eval_every=20, progress=False, device=device)
+    runs = [wdist.estimate_w1(x, y, seed=3, **kwargs) for _ in range(2)]
     assert runs[0].value == runs[1].value and runs[0].history == runs[1].history
-    other = wdist.estimate_w1(x, y, critic="mlp", steps=60, eval_every=20, seed=4, progress=False)
+    other = wdist.estimate_w1(x, y, seed=4, **kwargs)
     assert other.value != runs[0].value
 
 
-def test_datasets_and_dataloaders_give_the_same_result_as_tensors():
+def test_datasets_and_dataloaders_give_the_same_result_as_tensors(device):
     x, y = _shifted_gaussians(300, 3, shift=0.5)
-    kwargs = dict(critic="mlp", steps=40, eval_every=20, progress=False)
+    kwargs = dict(critic="mlp", steps=40, eval_every=20, progress=False, device=device)
     ref = wdist.estimate_w1(x, y, **kwargs)
     labels = torch.zeros(300)
     ds = wdist.estimate_w1(TensorDataset(x, labels), DataLoader(TensorDataset(y)), **kwargs)
     assert ds.value == pytest.approx(ref.value, abs=1e-6)
 
 
-def test_images_numpy_and_uneven_sample_counts():
+def test_images_numpy_and_uneven_sample_counts(device):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(120, 1, 8, 8, generator=gen)
     y = (torch.rand(90, 1, 8, 8, generator=gen) + 0.1).numpy()
-    res = wdist.estimate_w1(x, y, critic="bcop", steps=30, eval_every=10, progress=False)
+    res = wdist.estimate_w1(x, y, critic="bcop", steps=30, eval_every=10, progress=False, device=device)
     assert res.n_test == (60, 45)
     assert res.lipschitz <= 1 + 1e-4
     assert 0 < res.value <= wdist.exact_w1(x, y)  # shift of 0.1 per pixel: clearly positive

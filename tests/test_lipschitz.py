@@ -11,15 +11,15 @@ from wdist.nn import BCOPConv2d, BjorckLinear, InvertibleDownsample
 from helpers import _shifted_gaussians, _train_randomly, power_iteration_norm
 
 
-def test_lipschitz_bound_matches_power_iteration_on_linear_network():
+def test_lipschitz_bound_matches_power_iteration_on_linear_network(device):
     net = nn.Sequential(
         BCOPConv2d(3, 8, 3), InvertibleDownsample(2), BCOPConv2d(32, 32, 2),
         nn.Flatten(), BjorckLinear(32 * 16, 600),
     )  # a chain of isometries: the product of norms is the network's norm
-    _train_randomly(net, (3, 8, 8), steps=20)
+    _train_randomly(net, (3, 8, 8), steps=20, device=device)  # weights trained on the device...
     net = net.double().eval()
-    bound = wdist.lipschitz_bound(net, (3, 8, 8))
-    measured = power_iteration_norm(net, (3, 8, 8))
+    bound = wdist.lipschitz_bound(net, (3, 8, 8))  # ...certified where they live
+    measured = power_iteration_norm(net.cpu(), (3, 8, 8))
     assert bound == pytest.approx(measured, abs=1e-3)
     assert bound == pytest.approx(1.0, abs=1e-4)
 
@@ -72,13 +72,13 @@ def test_lipschitz_bound_of_strided_and_dilated_convolutions_is_certified():
         assert measured <= wdist.lipschitz_bound(conv, (conv.in_channels, 10, 10)) * (1 + 1e-9)
 
 
-def test_user_module_is_certified_and_value_is_rescaled():
+def test_user_module_is_certified_and_value_is_rescaled(device):
     x, y = _shifted_gaussians(400, 4, shift=1.0)
     critic = nn.Sequential(nn.Linear(4, 1))
     # holdout=0: the evaluation set is all samples, so the raw gap can be recomputed here.
-    res = wdist.estimate_w1(x, y, critic=critic, steps=100, lr=1e-2, holdout=0.0, progress=False)
+    res = wdist.estimate_w1(x, y, critic=critic, steps=100, lr=1e-2, holdout=0.0, progress=False, device=device)
     with torch.no_grad():
-        raw_gap = float(critic(x).mean() - critic(y).mean())
+        raw_gap = float(critic(x.to(device)).mean() - critic(y.to(device)).mean())
     # The unconstrained linear critic grows its norm; the certified value divides by it.
     assert res.lipschitz == pytest.approx(float(critic[0].weight.norm()), rel=1e-6)
     assert res.lipschitz > 1.5

@@ -15,10 +15,10 @@ GRID = [(3, 16, 3), (16, 16, 3), (16, 16, 2), (32, 16, 3), (16, 32, 5), (1, 8, 1
 
 
 @pytest.mark.parametrize("cin,cout,k", GRID)
-def test_bcop_exact_singular_values_after_training(cin, cout, k):
-    conv = _train_randomly(BCOPConv2d(cin, cout, k), (cin, 16, 16))
+def test_bcop_exact_singular_values_after_training(cin, cout, k, device):
+    conv = _train_randomly(BCOPConv2d(cin, cout, k), (cin, 16, 16), device=device)
     raw = conv.parametrizations.weight.original
-    assert (raw.detach() - conv.kernel_builder.init_raw()).abs().max() > 0.05  # really moved
+    assert (raw.detach() - conv.kernel_builder.init_raw().to(device)).abs().max() > 0.05  # really moved
     sv = circular_conv_singular_values(conv.weight, 16)
     assert sv.max() <= 1 + 1e-4
     # in <= out: isometry; in > out: orthonormal rows.  Either way every one of
@@ -28,10 +28,10 @@ def test_bcop_exact_singular_values_after_training(cin, cout, k):
 
 
 @pytest.mark.parametrize("cin,cout,k", [(3, 16, 3), (16, 16, 2), (4, 8, 5)])
-def test_bcop_forward_is_an_isometry(cin, cout, k):
+def test_bcop_forward_is_an_isometry(cin, cout, k, device):
     """The module's own forward (padding, asymmetric even kernels) preserves norms."""
-    conv = BCOPConv2d(cin, cout, k).double()
-    x = torch.randn(4, cin, 12, 10, dtype=torch.float64)
+    conv = BCOPConv2d(cin, cout, k).double().to(device)
+    x = torch.randn(4, cin, 12, 10, dtype=torch.float64, device=device)
     out = conv(x) - conv.bias.view(1, -1, 1, 1)
     torch.testing.assert_close(out.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-5, atol=0)
 
@@ -78,8 +78,8 @@ def test_bcop_rejects_bad_arguments():
 
 
 @pytest.mark.parametrize("fin,fout", [(16, 16), (10, 30), (30, 10), (64, 1)])
-def test_bjorck_linear_exact_singular_values_after_training(fin, fout):
-    layer = _train_randomly(BjorckLinear(fin, fout), (fin,))
+def test_bjorck_linear_exact_singular_values_after_training(fin, fout, device):
+    layer = _train_randomly(BjorckLinear(fin, fout), (fin,), device=device)
     sv = torch.linalg.svdvals(layer.weight.detach().double())
     assert sv.max() <= 1 + 1e-4
     assert sv.min() >= 1 - 1e-3
@@ -128,11 +128,11 @@ def _gnp_critic(channels: int = 4, size: int = 8) -> nn.Sequential:
     )
 
 
-def test_gradient_norm_is_one_almost_everywhere():
+def test_gradient_norm_is_one_almost_everywhere(device):
     net = _gnp_critic()
-    _train_randomly(net, (4, 8, 8), steps=20)
+    _train_randomly(net, (4, 8, 8), steps=20, device=device)
     net = net.double().eval()
-    x = torch.randn(64, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(64, 4, 8, 8, dtype=torch.float64, device=device, requires_grad=True)
     (grad,) = torch.autograd.grad(net(x).sum(), x)
     norms = grad.flatten(1).norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-3, rtol=0)
@@ -140,8 +140,8 @@ def test_gradient_norm_is_one_almost_everywhere():
 
 def test_eval_forward_is_bitwise_equal_and_does_not_rebuild():
     net = _gnp_critic()
-    _train_randomly(net, (4, 8, 8), steps=3)
-    x = torch.randn(5, 4, 8, 8)
+    _train_randomly(net, (4, 8, 8), steps=3, device=device)
+    x = torch.randn(5, 4, 8, 8, device=device)
     train_out = net.train()(x)
     builders = [m.parametrizations.weight[0] for m in net.modules() if hasattr(m, "parametrizations")]
     net.eval()
@@ -158,29 +158,29 @@ def test_eval_forward_is_bitwise_equal_and_does_not_rebuild():
     assert not torch.equal(third, second)
 
 
-def test_training_forward_builds_each_kernel_once():
-    conv = BCOPConv2d(4, 4, 3)
+def test_training_forward_builds_each_kernel_once(device):
+    conv = BCOPConv2d(4, 4, 3).to(device)
     before = conv.kernel_builder.builds
-    conv(torch.randn(2, 4, 6, 6)).sum().backward()
+    conv(torch.randn(2, 4, 6, 6, device=device)).sum().backward()
     assert conv.kernel_builder.builds == before + 1
 
 
-def test_kernel_construction_stays_float32_under_autocast():
-    conv = BCOPConv2d(8, 8, 3)
-    linear = BjorckLinear(8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def test_kernel_construction_stays_float32_under_autocast(device):
+    conv = BCOPConv2d(8, 8, 3).to(device)
+    linear = BjorckLinear(8, 8).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         assert conv.weight.dtype == torch.float32
         assert linear.weight.dtype == torch.float32
         sv = circular_conv_singular_values(conv.weight, 8)
     assert (sv - 1).abs().max() < 1e-4
 
 
-def test_state_dict_round_trips():
-    a, b = BCOPConv2d(3, 6, 3), BCOPConv2d(3, 6, 3)
-    _train_randomly(a, (3, 8, 8), steps=3)
+def test_state_dict_round_trips(device):
+    a, b = BCOPConv2d(3, 6, 3), BCOPConv2d(3, 6, 3).to(device)
+    _train_randomly(a, (3, 8, 8), steps=3, device=device)
     assert "parametrizations.weight.original" in a.state_dict()
     b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(2, 3, 8, 8, device=device)
     assert torch.equal(a.eval()(x), b.eval()(x))
 
 
@@ -195,14 +195,14 @@ def test_projector_factor_backward_matches_finite_differences(dim):
     assert torch.autograd.gradcheck(lambda t, u: _ProjectorFactor.apply(t, u, dim), (taps, v))
 
 
-def test_retraction_keeps_the_kernel_and_makes_the_next_build_free():
+def test_retraction_keeps_the_kernel_and_makes_the_next_build_free(device):
     """retract_ changes the free parameters, not the kernel; the next build needs no Björck step."""
     from wdist.nn import bjorck
 
     torch.manual_seed(0)
-    layer = BCOPConv2d(16, 16, 3)
+    layer = BCOPConv2d(16, 16, 3).to(device)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
-    layer(torch.randn(4, 16, 8, 8)).square().mean().backward()
+    layer(torch.randn(4, 16, 8, 8, device=device)).square().mean().backward()
     opt.step()
     with torch.no_grad():
         before = layer.weight.clone()
@@ -215,27 +215,27 @@ def test_retraction_keeps_the_kernel_and_makes_the_next_build_free():
     for m in (h, v):
         gram = m.mT @ m
         scaled = gram / bjorck._gram_bound(gram)
-        assert float((scaled - torch.eye(m.shape[-1])).abs().amax()) <= bjorck.DEFAULT_BJORCK_TOL
+        assert float((scaled - torch.eye(m.shape[-1], device=device)).abs().amax()) <= bjorck.DEFAULT_BJORCK_TOL
 
 
-def test_maxmin_backward_is_a_permutation_of_the_output_gradient_ties_included():
+def test_maxmin_backward_is_a_permutation_of_the_output_gradient_ties_included(device):
     """MaxMin's gradient: each output gradient goes to the input it came from, also on ties."""
-    x = torch.tensor([[3.0, 1.0, -2.0, 5.0, 4.0, 4.0]], requires_grad=True)
+    x = torch.tensor([[3.0, 1.0, -2.0, 5.0, 4.0, 4.0]], device=device, requires_grad=True)
     y = MaxMin()(x)
     assert y.tolist() == [[3.0, 1.0, 5.0, -2.0, 4.0, 4.0]]
-    g = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]])
+    g = torch.tensor([[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]], device=device)
     (grad,) = torch.autograd.grad(y, x, g)
     assert grad.tolist() == [[10.0, 20.0, 40.0, 30.0, 50.0, 60.0]]
-    x64 = torch.randn(3, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    x64 = torch.randn(3, 6, 2, 2, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(MaxMin(), (x64,))
     assert torch.autograd.gradgradcheck(MaxMin(), (x64,))
 
 
 @pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 1, 0, 1), (1, 0, 1, 0), (2, 1, 0, 3)])
-def test_circular_pad_matches_torch_values_and_gradients(pad):
+def test_circular_pad_matches_torch_values_and_gradients(pad, device):
     from wdist.nn import circular_pad
 
-    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
     expected = F.pad(x, pad, mode="circular")
     assert torch.equal(circular_pad(x, pad), expected)
     g = torch.randn_like(expected)

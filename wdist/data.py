@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from . import distributed
+from .cuda_options import CudaOptions
 
 __all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "Split", "training_batches", "critic_values", "VALIDATION_FRACTION"]
 
@@ -58,11 +59,16 @@ class Samples:
             return self.data[0]
         return _to_tensor(_strip_label(self.data[0]), self.name)
 
-    def batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-        """One pass over ``indices``, in order, in batches of samples."""
+    def batches(self, indices: torch.Tensor, batch_size: int, pin_memory: bool = False) -> Iterator[torch.Tensor]:
+        """One pass over ``indices``, in order, in batches of samples.
+
+        ``pin_memory``: batches in page-locked memory, so that a
+        ``non_blocking`` copy to a GPU does not wait for the GPU's queued work.
+        """
         if self.in_memory:
             for start in range(0, len(indices), batch_size):
-                yield self.data[indices[start : start + batch_size]]
+                batch = self.data[indices[start : start + batch_size]]
+                yield batch.pin_memory() if pin_memory else batch
             return
         loader = DataLoader(
             Subset(self.data, indices.tolist()),
@@ -70,6 +76,7 @@ class Samples:
             num_workers=self.num_workers,
             collate_fn=self._collate,
             persistent_workers=False,
+            pin_memory=pin_memory,
         )
         yield from loader
 
@@ -255,7 +262,7 @@ class _StepBatches:
 
 
 def training_batches(samples: Samples, indices: torch.Tensor, batch_size: int, seed: int, side: int,
-                     start: int) -> tuple[Iterator[torch.Tensor], int]:
+                     start: int, pin_memory: bool = False) -> tuple[Iterator[torch.Tensor], int]:
     """(this rank's batches, global batch size) for training steps ``start, start+1, ...``.
 
     The batch of step ``t`` is a slice of an epoch permutation drawn from a
@@ -264,9 +271,11 @@ def training_batches(samples: Samples, indices: torch.Tensor, batch_size: int, s
     """
     batches = _StepBatches(indices, batch_size, seed, side, start)
     if samples.in_memory:
+        if pin_memory:
+            return (samples.data[idx].pin_memory() for idx in batches), batches.batch_size
         return (samples.data[idx] for idx in batches), batches.batch_size
     loader = DataLoader(samples.data, batch_sampler=batches, num_workers=samples.num_workers,
-                        collate_fn=samples._collate)
+                        collate_fn=samples._collate, pin_memory=pin_memory)
     return iter(loader), batches.batch_size
 
 
@@ -275,15 +284,22 @@ def critic_values(
     critic: nn.Module, samples: Samples, indices: torch.Tensor, batch_size: int, device: torch.device,
     progress: bool = False, desc: str = "scoring samples",
 ) -> torch.Tensor:
-    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU."""
+    """f(x_i) for the given indices, in eval mode (cached kernels), float64 on CPU.
+
+    Always float32 arithmetic (never autocast): these values make the
+    reported estimate, which must be the certified critic's.  They stay on
+    the device until the pass ends: one copy back instead of one host sync
+    per batch.
+    """
     was_training = critic.training
     critic.eval()
-    batches = tqdm(samples.batches(indices, batch_size), desc=desc, unit="batch", leave=False,
+    pin = CudaOptions.for_device(device).pin_memory
+    batches = tqdm(samples.batches(indices, batch_size, pin_memory=pin), desc=desc, unit="batch", leave=False,
                    total=-(-len(indices) // batch_size), disable=None if progress else True)
     try:
-        out = [torch.zeros(0, dtype=torch.float64)] + [
-            critic(batch.to(device, non_blocking=True)).reshape(-1).double().cpu() for batch in batches
+        out = [torch.zeros(0, dtype=torch.float64, device=device)] + [
+            critic(batch.to(device, non_blocking=True)).reshape(-1).double() for batch in batches
         ]
     finally:
         critic.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out).cpu()

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .cuda_options import CudaOptions
 from .data import Samples, critic_values, training_batches
 from .lipschitz import training_penalty
 from .nn import retract_
@@ -77,11 +78,17 @@ def _fresh_batches(sampler, batch_size: int) -> Iterator[torch.Tensor]:
         yield sampler(batch_size)
 
 
-def _batches(samples: Samples, indices: torch.Tensor | None, cfg: TrainConfig, side: int, start: int, sampler):
-    """(this rank's batches, global batch size) for steps ``start, ...``; a sampler draws each batch fresh."""
+def _batches(samples: Samples, indices: torch.Tensor | None, cfg: TrainConfig, side: int, start: int, sampler,
+             pin_memory: bool = False):
+    """(this rank's batches, global batch size) for steps ``start, ...``; a sampler draws each batch fresh.
+
+    ``pin_memory`` (CUDA): batches in page-locked memory, so that their
+    ``non_blocking`` copy overlaps the GPU's work on the previous step.
+    """
     if sampler is not None:
-        return _fresh_batches(sampler, cfg.batch_size), cfg.batch_size
-    return training_batches(samples, indices, cfg.batch_size, cfg.seed, side, start)
+        fresh = _fresh_batches(sampler, cfg.batch_size)
+        return ((b.pin_memory() for b in fresh) if pin_memory else fresh), cfg.batch_size
+    return training_batches(samples, indices, cfg.batch_size, cfg.seed, side, start, pin_memory)
 
 
 @dataclass
@@ -150,9 +157,11 @@ class CriticTrainer:
         self.critic.load_state_dict(state["critic"])
         self.best_params = state["best_params"]
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        # .cpu(): a checkpoint loaded with map_location="cuda" holds the CPU
+        # generator's state on the GPU, which set_rng_state refuses.
+        torch.set_rng_state(state["rng"].cpu())
         if "noise_rng" in state:
-            self.noise_rng.set_state(state["noise_rng"])
+            self.noise_rng.set_state(state["noise_rng"].cpu())
         self.state = _State(**state["progress"], history=list(state["history"]))
 
     # -- training ------------------------------------------------------------
@@ -182,56 +191,78 @@ class CriticTrainer:
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
-        xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0])
-        ys, by = _batches(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1])
-        world = distributed.world_size()
-        penalty = training_penalty(self.critic)
-        if penalty is not None and world > 1:
+        opts = CudaOptions.for_device(self.device)  # all off on the CPU
+        xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0], opts.pin_memory)
+        ys, by = _batches(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1], opts.pin_memory)
+        if self._penalty is not None and distributed.world_size() > 1:
             # The penalty's double backward runs outside DDP's gradient hooks.
             raise ValueError("critic: gradient-penalty critics (wgan-gp) run in one process only, not under torchrun")
+        model = torch.compile(self.model) if opts.compile else self.model
         self.critic.train()
         bar = tqdm(total=cfg.max_steps, initial=s.step, disable=None if progress else True,
                    desc=desc, unit="step", leave=False)
-        running, count = 0.0, 0
+        # Summed on the device: float(gap) at every step would wait for the GPU each time.
+        running, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = cudnn_benchmark or opts.cudnn_benchmark
         try:
             while s.step < cfg.max_steps:
-                xb = next(xs).to(self.device, non_blocking=True)
-                yb = next(ys).to(self.device, non_blocking=True)
-                batch = torch.cat([xb, yb])
-                if cfg.input_noise > 0:
-                    # Trains the smoothed critic E f(x + sigma e): it cannot spike on single
-                    # training samples (the held-out gap stops falling as the training gap climbs).
-                    batch = batch + cfg.input_noise * torch.randn(batch.shape, generator=self.noise_rng,
-                                                                  device=batch.device, dtype=batch.dtype)
-                out = self.model(batch).reshape(-1)
-                # Sums over this rank's share divided by the *global* batch sizes,
-                # times world: DDP's average over ranks is then exactly the gap of
-                # the global batch, even when the shares differ in size.
-                gap = (out[: len(xb)].sum() / bx - out[len(xb) :].sum() / by) * world
-                loss = -gap
-                if penalty is not None:
-                    loss = loss + penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                retract_(self.critic)
+                running += self._step(model, next(xs), next(ys), (bx, by), opts.autocast_bf16)
                 s.step += 1
-                running += float(gap.detach())
                 count += 1
                 bar.update(1)
                 if s.step % cfg.eval_every == 0 or s.step == cfg.max_steps:
-                    mean_gap = float(distributed.all_reduce_sum(torch.tensor(running))) / world
+                    # float32 as before (it was torch.tensor of a Python float): histories stay bitwise equal.
+                    mean_gap = float(distributed.all_reduce_sum(running.float())) / distributed.world_size()
                     stop = self._evaluate(mean_gap / count)
                     bar.set_postfix(val_gap=f"{s.best_val:.4g}")
-                    running, count = 0.0, 0
+                    running, count = torch.zeros_like(running), 0
                     if on_eval is not None:
                         on_eval(self)
                     if stop:
                         break
         finally:
+            torch.backends.cudnn.benchmark = cudnn_benchmark
             bar.close()
         self.critic.load_state_dict(self.best_params)
         self.critic.eval()
+
+    @property
+    def _penalty(self) -> Callable | None:
+        """The critic's ``penalty(x, y)`` loss term, if it defines one (WGAN-GP)."""
+        return training_penalty(self.critic)
+
+    def _step(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, global_batch: tuple[int, int],
+              autocast_bf16: bool) -> torch.Tensor:
+        """One optimiser step on a batch of each side; the batch gap (float64, on the device).
+
+        Under ``autocast_bf16`` the forward runs in bf16 where autocast allows;
+        constrained kernels are still built in float32 and the gap is summed
+        in float32.
+        """
+        xb = xb.to(self.device, non_blocking=True)
+        yb = yb.to(self.device, non_blocking=True)
+        batch = torch.cat([xb, yb])
+        if self.cfg.input_noise > 0:
+            # Trains the smoothed critic E f(x + sigma e): it cannot spike on single
+            # training samples (the held-out gap stops falling as the training gap climbs).
+            batch = batch + self.cfg.input_noise * torch.randn(batch.shape, generator=self.noise_rng,
+                                                               device=batch.device, dtype=batch.dtype)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            out = model(batch).reshape(-1).float()  # .float(): no-op without autocast
+        # Sums over this rank's share divided by the *global* batch sizes,
+        # times world: DDP's average over ranks is then exactly the gap of
+        # the global batch, even when the shares differ in size.
+        bx, by = global_batch
+        gap = (out[: len(xb)].sum() / bx - out[len(xb) :].sum() / by) * distributed.world_size()
+        loss = -gap
+        if self._penalty is not None:
+            loss = loss + self._penalty(xb, yb)  # e.g. WGAN-GP's gradient penalty
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        retract_(self.critic)
+        return gap.detach().double()
 
     def _evaluate(self, train_gap: float) -> bool:
         """Record one evaluation; True when training should stop."""

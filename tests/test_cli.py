@@ -314,4 +314,5 @@ def test_demo_quick_prints_and_writes_what_it_did_before_the_refactor(tmp_path):
     added = {"folds": 1, "fold_critics": [result["settings"]["critic"]], "sampler": [False, False],
              "input_noise": 0.0, "input_noise_sigma": 0.0}
     assert {k: result["settings"].pop(k) for k in added} == added
+    assert (result["command"].pop("folds"), result["command"].pop("input_noise")) == (1, None)
     _same_up_to_rounding(result, golden["result"])

@@ -138,7 +138,7 @@ def test_gradient_norm_is_one_almost_everywhere(device):
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-3, rtol=0)
 
 
-def test_eval_forward_is_bitwise_equal_and_does_not_rebuild():
+def test_eval_forward_is_bitwise_equal_and_does_not_rebuild(device):
     net = _gnp_critic()
     _train_randomly(net, (4, 8, 8), steps=3, device=device)
     x = torch.randn(5, 4, 8, 8, device=device)

@@ -75,3 +75,15 @@ def test_saved_metadata_names_the_critic_and_its_shape(tmp_path):
         meta = f.metadata()
     assert meta["critic"] == "linear" and json.loads(meta["sample_shape"]) == [2]
     assert set(load_file(str(path))) == set(res.critic.state_dict())
+
+
+def test_a_cross_fitted_critic_saves_and_loads_as_the_mean_of_its_folds(tmp_path):
+    x, y = _shifted_gaussians(300, 3, shift=1.0)
+    res = wdist.estimate_w1(x, y, critic="mlp", folds=3, steps=20, eval_every=10, progress=False)
+    path = wdist.report.save_critic(res, tmp_path / "critic.safetensors")
+    loaded = wdist.load_critic(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), res.critic(x))
+    assert len(loaded.critics) == 3
+    assert loaded.lipschitz == pytest.approx(wdist.lipschitz_bound(res.critic, (3,)), rel=1e-12)
+    assert loaded.lipschitz <= 1 + 1e-4

@@ -139,6 +139,12 @@ def cli() -> None:
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Fraction of each folder kept for the final test evaluation.")
 @confidence_option("Level of the confidence interval.")
+@click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cross-fitting: train K critics, each tested on the K-th of the images it never saw "
+                   "(every image trains and tests; K times the training time).")
+@click.option("--input-noise", type=click.FloatRange(min=0), default=None,
+              help="Gaussian noise on training images, in units of their RMS pixel spread "
+                   "[default: per critic, 0.7 for mlp, 0 otherwise].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between validation evaluations (and checkpoints) [default: 100].")
 @json_option()

@@ -118,6 +118,8 @@ class TrainOptions:
     checkpoint_every: int | None = None
     resume: bool = False
     bracket: bool = False
+    folds: int = 1
+    input_noise: float | None = None
 
 
 # ------------------------------------------------------------------- inputs
@@ -225,7 +227,8 @@ def _checkpoint_signature(inputs: Inputs, train: TrainOptions) -> dict:
     keep = ("dir_a_resolved", "dir_b_resolved", "n_a", "n_b", "image_shape", "mode", "center_crop", "recursive")
     sig = {k: d[k] for k in keep}
     sig.update(steps=train.steps, batch_size=train.batch_size, critic=train.critic, seed=train.seed,
-               holdout=train.holdout, eval_every=train.eval_every)
+               holdout=train.holdout, eval_every=train.eval_every, folds=train.folds,
+               input_noise=train.input_noise)
     return sig
 
 
@@ -246,6 +249,7 @@ def run_estimate(inputs: Inputs, train: TrainOptions, log: Log) -> W1Result:
         progress=not inputs.options.quiet, num_workers=inputs.options.num_workers,
         eval_every=train.eval_every, checkpoint=train.checkpoint,
         checkpoint_every=train.checkpoint_every, resume=train.resume, bracket=train.bracket,
+        folds=train.folds, input_noise=train.input_noise,
     )
 
 

@@ -21,10 +21,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._version import __version__
-from .critics import CRITICS
+from .critics import CRITICS, CrossFitCritic
 from .data import Samples, critic_values
 from .lipschitz import lipschitz_bound
 from .results import W1Result
+
+#: ``save_critic``'s name for the mean of cross-fitted critics (``estimate_w1(folds=K)``).
+CROSS_FIT = "crossfit"
 
 __all__ = [
     "CURVE_SIZE_PX", "plot_training_curve", "certified_scores", "WitnessRow", "witness_rows",
@@ -279,8 +282,12 @@ def save_critic(result: W1Result, path: str | Path) -> Path:
     from safetensors.torch import save_file  # imported on use: start-up time
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in result.critic.state_dict().items()}
-    meta = {"critic": str(result.settings.critic), "lipschitz": repr(result.lipschitz),
+    cross_fitted = isinstance(result.critic, CrossFitCritic)
+    meta = {"critic": CROSS_FIT if cross_fitted else str(result.settings.critic),
+            "lipschitz": repr(result.lipschitz),
             "sample_shape": json.dumps(result.settings.sample_shape), "wdist_version": __version__}
+    if cross_fitted:  # the mean of the folds' critics: each fold's architecture, in order
+        meta["fold_critics"] = json.dumps(result.settings.fold_critics)
     return write_file(path, lambda p: save_file(state, str(p), metadata=meta))
 
 
@@ -331,6 +338,8 @@ def load_critic(path: str | Path) -> nn.Module:
     path = Path(path)
     meta, state = _read_safetensors(path)
     name = meta.get("critic")
+    if name == CROSS_FIT:
+        return _load_cross_fit(path, meta, state)
     if name not in CRITICS:
         raise ValueError(f"{path}: critic {name!r} in the metadata is not one of wdist's named critics "
                          f"({', '.join(CRITICS)}); rebuild it and call load_state_dict instead")
@@ -343,6 +352,38 @@ def load_critic(path: str | Path) -> nn.Module:
         critic.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"{path}: the weights do not fit a {name} critic for {shape}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    critic.eval()
+    critic.sample_shape = shape
+    critic.lipschitz = lipschitz_bound(critic, shape)
+    return critic
+
+
+def _build_named(path: Path, name: str, shape: tuple[int, ...], state: dict, prefix: str = "") -> nn.Module:
+    if name not in CRITICS:
+        raise ValueError(f"{path}: critic {name!r} in the metadata is not one of wdist's named critics "
+                         f"({', '.join(CRITICS)})")
+    spec = CRITICS[name]
+    anchors = state.get(f"{prefix}0.anchors") if spec.needs_anchors else None
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
+        return spec.build(shape, anchors)
+
+
+def _load_cross_fit(path: Path, meta: dict, state: dict) -> nn.Module:
+    """A :class:`~wdist.critics.CrossFitCritic` (``estimate_w1(folds=K)``): its folds' critics."""
+    shape = _sample_shape(path, meta.get("sample_shape"))
+    try:
+        names = json.loads(meta.get("fold_critics", ""))
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or "scales" not in state:
+        raise ValueError(f"{path}: a cross-fitted critic needs its fold_critics metadata and scales")
+    critics = [_build_named(path, n, shape, state, f"critics.{k}.") for k, n in enumerate(names)]
+    critic = CrossFitCritic(critics, state["scales"].tolist())
+    try:
+        critic.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the cross-fitted critics {names}: "
                          f"{str(exc).splitlines()[0]}") from None
     critic.eval()
     critic.sample_shape = shape

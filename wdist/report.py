@@ -340,33 +340,31 @@ def load_critic(path: str | Path) -> nn.Module:
     name = meta.get("critic")
     if name == CROSS_FIT:
         return _load_cross_fit(path, meta, state)
-    if name not in CRITICS:
-        raise ValueError(f"{path}: critic {name!r} in the metadata is not one of wdist's named critics "
-                         f"({', '.join(CRITICS)}); rebuild it and call load_state_dict instead")
     shape = _sample_shape(path, meta.get("sample_shape"))
-    spec = CRITICS[name]
-    anchors = state.get("0.anchors") if spec.needs_anchors else None
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
-        critic = spec.build(shape, anchors)
-    try:
-        critic.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: the weights do not fit a {name} critic for {shape}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    critic.eval()
-    critic.sample_shape = shape
-    critic.lipschitz = lipschitz_bound(critic, shape)
-    return critic
+    return _with_weights(path, _build_named(path, name, shape, state), shape, state, f"a {name} critic")
 
 
 def _build_named(path: Path, name: str, shape: tuple[int, ...], state: dict, prefix: str = "") -> nn.Module:
     if name not in CRITICS:
         raise ValueError(f"{path}: critic {name!r} in the metadata is not one of wdist's named critics "
-                         f"({', '.join(CRITICS)})")
+                         f"({', '.join(CRITICS)}); rebuild it and call load_state_dict instead")
     spec = CRITICS[name]
     anchors = state.get(f"{prefix}0.anchors") if spec.needs_anchors else None
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the caller's RNG alone
         return spec.build(shape, anchors)
+
+
+def _with_weights(path: Path, critic: nn.Module, shape: tuple[int, ...], state: dict, what: str) -> nn.Module:
+    """Load ``state`` into ``critic``, certify the loaded weights, eval mode."""
+    try:
+        critic.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit {what} for {shape}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    critic.eval()
+    critic.sample_shape = shape
+    critic.lipschitz = lipschitz_bound(critic, shape)
+    return critic
 
 
 def _load_cross_fit(path: Path, meta: dict, state: dict) -> nn.Module:
@@ -380,15 +378,7 @@ def _load_cross_fit(path: Path, meta: dict, state: dict) -> nn.Module:
         raise ValueError(f"{path}: a cross-fitted critic needs its fold_critics metadata and scales")
     critics = [_build_named(path, n, shape, state, f"critics.{k}.") for k, n in enumerate(names)]
     critic = CrossFitCritic(critics, state["scales"].tolist())
-    try:
-        critic.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: the weights do not fit the cross-fitted critics {names}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    critic.eval()
-    critic.sample_shape = shape
-    critic.lipschitz = lipschitz_bound(critic, shape)
-    return critic
+    return _with_weights(path, critic, shape, state, f"the cross-fitted critics {names}")
 
 
 # ---------------------------------------------------------------- the files

@@ -108,7 +108,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "key": case.key, "pair": case.pair, "regime": case.regime, "n": case.n, "options": case.options,
         "seed": seed, "truth": truth, "truth_se": truth_se, "value": res.value, "lower": res.lower,
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
-        "critic": res.settings["critic"], "folds": res.settings.get("folds", 1), "lipschitz": res.lipschitz,
+        "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
     }
 

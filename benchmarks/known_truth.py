@@ -154,7 +154,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(10, 0.35 * len(rows) + 1.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    labels = [f"{r['pair']} {r['regime']} {r['n'] or ''} {r['options'].get('critic', '')}" for r in rows]
+    labels = [" ".join([r["pair"], r["regime"], str(r["n"] or "")]
+                       + [f"{k}={v}" for k, v in r["options"].items()]) for r in rows]
     ratios = [r["ratio"] for r in rows]
     lows = [r["ratio"] - r["lower"] / r["truth"] for r in rows]
     ax.barh(range(len(rows)), ratios, xerr=[lows, [0] * len(rows)], color="tab:blue", alpha=0.8)

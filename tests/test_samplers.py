@@ -29,6 +29,7 @@ def test_sampler_inputs_estimate_a_translation_with_fresh_test_samples():
     assert res.lower <= w1 <= res.upper + 0.05
     assert res.value == pytest.approx(w1, rel=0.1)
     assert res.n_test == (3000, 3000) and res.settings["sampler"] == [True, True]
+    assert res.n_train == (300 * 128, 300 * 128)  # fresh training draws
     # shape probe (2), validation (3000), 300 fresh training batches, then the test draw
     sizes = [len(d) for d in rx.draws]
     assert sizes == [2, 3000] + [128] * 300 + [3000]
@@ -94,6 +95,8 @@ def test_sampler_only_options_are_checked():
         wdist.estimate_w1(x, x + 1, test_size=10, progress=False)
     with pytest.raises(ValueError, match="checkpoint"):
         wdist.estimate_w1(lambda n: torch.zeros(n, 4), x, checkpoint="/tmp/nowhere", progress=False)
+    with pytest.raises(ValueError, match="bracket: the exact upper side needs finite samples"):
+        wdist.estimate_w1(x, lambda n: torch.zeros(n, 4), bracket=True, progress=False)
 
 
 # ------------------------------------------------------------------ cross-fitting

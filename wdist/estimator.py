@@ -12,6 +12,11 @@ chosen ``g``: an unbiased estimate of ``E_P g - E_Q g``, with a CLT
 confidence interval from the independent test values.  Because the test split
 influenced nothing, the interval is honest; the training-split gap
 (``train_value``) is optimistic and reported only for diagnosis.
+
+``folds=K`` cross-fits instead: K critics, each trained and chosen on all
+folds but one and scored on that one, so every sample trains and tests.  A
+side given as a sampler (:mod:`wdist.samplers`) has no split at all: every
+batch is a fresh draw and the test samples are drawn after training.
 """
 
 from __future__ import annotations
@@ -413,6 +418,8 @@ def estimate_w1(
             raise ValueError("test_size: applies to sampler inputs only (finite samples are split by holdout)")
         if checkpoint is not None and (xs.sampler or ys.sampler):
             raise ValueError("checkpoint: runs with sampler inputs cannot be resumed (their draws are not replayable)")
+        if bracket and (xs.sampler or ys.sampler):
+            raise ValueError("bracket: the exact upper side needs finite samples, not a sampler")
         dev = resolve_device(device)
         candidates = _candidates(critic, xs.shape)
     distributed.check_same("x, y and the options of estimate_w1", (
@@ -422,10 +429,10 @@ def estimate_w1(
     cfg = _train_config(steps, batch_size, lr, eval_every, seed, min(train_sizes) if train_sizes else None)
     n_folds = max(len(xs.folds), len(ys.folds))
     progress = progress and distributed.is_main()
-    # A module given by the user is trained in place (one fold) or as pristine copies, made
-    # before any training: a copy of a trained critic would carry what it saw to the next fold.
     if input_noise is None and holdout == 0:
         input_noise = 0.0  # in-sample (crosscheck): fitting the samples themselves is the point
+    # A module given by the user is trained in place (one fold) or as pristine copies, made
+    # before any training: a copy of a trained critic would carry what it saw to the next fold.
     per_fold = [candidates] if n_folds == 1 else [[copy.deepcopy(c) for c in candidates] for _ in range(n_folds)]
     fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, lr is not None, dev, input_noise, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, progress=progress)
@@ -449,7 +456,8 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
     return W1Result(
         value=value, lower=value - z * se, upper=value + z * se, lipschitz=lipschitz,
         train_value=train_value, std_error=se, confidence=confidence, history=s.history, critic=model,
-        n_train=tuple(-1 if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
+        # a sampler side: the fresh samples its training drew
+        n_train=tuple(s.step * first.cfg.batch_size if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
         n_validation=(len(xs.fold(0).val), len(ys.fold(0).val)), n_test=n_test,
         steps=s.step, best_step=s.best_step, stopped=s.stopped, seconds=time.perf_counter() - start,
         settings=EstimateSettings(

@@ -186,12 +186,20 @@ class W1Result:
     value : float
         Test-split gap ``mean g(x_test) - mean g(y_test)`` of the certified
         critic ``g = f / max(1, lipschitz)``; estimates a lower bound of W1.
+        With ``folds=K``: the mean over all samples, each scored by the fold
+        critic that never saw it.
     lower, upper : float
         ``confidence`` CLT interval for ``E_P g - E_Q g``.
     lipschitz : float
-        Certified Lipschitz bound of the trained ``f`` (float64, exact per layer).
+        Certified Lipschitz bound of the trained ``f`` (float64, exact per layer;
+        with folds, the largest fold critic's).
     train_value : float
-        The same gap on the training split (optimistic; for diagnosis).
+        The same gap on the training split (optimistic; for diagnosis).  With
+        a sampler side: the mean minibatch gap of the chosen evaluation window.
+    n_train, n_validation, n_test : (int, int)
+        Samples per side in each role (first fold; ``n_test`` counts all folds).
+        A sampler side's ``n_train`` is the number of fresh samples its
+        training drew.
     history : list of dict
         One entry per evaluation: step, train_gap (mean minibatch gap since the
         previous evaluation), val_gap, val_se, lr.

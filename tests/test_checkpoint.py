@@ -107,7 +107,10 @@ def test_resume_after_kill_matches_uninterrupted_run(resume_data, tmp_path, sig,
     ck = tmp_path / "ck"
     args = [sys.executable, "-m", "wdist", "estimate", str(a), str(b), *RESUME_ARGS, "--checkpoint", str(ck),
             "--json", str(tmp_path / "r.json")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # SIGINT back to its default in the child: a shell that runs the suite in the background
+    # starts it ignored, and Python then never turns it into KeyboardInterrupt.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_checkpoint(proc, ck)
         proc.send_signal(sig)

@@ -135,3 +135,11 @@ def test_translation_of_32d_gaussians_default_settings():
     assert res.value == pytest.approx(1.0, rel=0.03)
     assert res.lower <= 1.0
     assert res.lipschitz <= 1 + 1e-4
+
+
+def test_settings_read_like_the_dict_they_were():
+    x, y = _shifted_gaussians(200, 3)
+    res = wdist.estimate_w1(x, y, critic="linear", steps=10, eval_every=10, progress=False)
+    assert res.settings["critic"] == res.settings.get("critic") == res.settings.critic == "linear"
+    assert res.settings.get("no such setting", 7) == 7
+    assert res.to_dict()["settings"]["folds"] == 1

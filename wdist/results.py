@@ -29,6 +29,13 @@ class _ReadByKey:
             raise KeyError(key)
         return getattr(self, key)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``dict.get``: the field ``key``, or ``default`` when there is none."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 @dataclass
 class EstimateSettings(_ReadByKey):

@@ -262,7 +262,8 @@ def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_giv
     return _FoldFit(trained, name)
 
 
-def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig, dev) -> tuple[float, float, float, nn.Module]:
+def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
+           dev) -> tuple[float, float, float, nn.Module, list[float]]:
     """Pooled test gap of the certified fold critics, its standard error, max bound, and the critic.
 
     Fold k's critic scores only fold k's test samples.  Given the critics,
@@ -284,7 +285,7 @@ def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig, dev) ->
         bounds.append(bound)
         scales.append(scale)
     critic = fits[0].trainer.critic if folds == 1 else CrossFitCritic([f.trainer.critic for f in fits], scales)
-    return gap, math.sqrt(var), max(bounds), critic
+    return gap, math.sqrt(var), max(bounds), critic, scales
 
 
 def estimate_w1(
@@ -445,10 +446,10 @@ def estimate_w1(
 
 def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float, holdout: float,
             start: float) -> W1Result:
-    value, se, lipschitz, model = _score(fits, xs, ys, cfg, dev)
+    value, se, lipschitz, model, scales = _score(fits, xs, ys, cfg, dev)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     first = fits[0].trainer
-    scale = max(1.0, lipschitz_bound(first.critic, xs.shape))
+    scale = scales[0]  # fold 0's certified scale, computed once in _score
     # In-sample mode (holdout=0) evaluates on the training split already: no second pass.
     train_value = value if holdout == 0 else _train_gap(first, xs, ys) / scale
     s = first.state

@@ -40,7 +40,8 @@ def test_gpu_check_quick_mode_writes_every_section(tmp_path):
     assert sections["tests"]["data"]["returncode"] == 0 and sections["tests"]["data"]["tests"] >= 3
     assert sections["checkpoint"]["data"]["inside"] and sections["checkpoint"]["data"]["same_history"]
     assert len(sections["levers"]["data"]["rows"]) == 6
-    assert any(row[0].startswith("torchrun, 2 processes") for row in sections["ddp"]["rows"])  # DDP ran
+    ddp = sections["ddp"]
+    assert any(row[0].startswith("torchrun, 2 processes") for row in ddp["rows"]), ddp["lines"]  # DDP ran
     markdown = (tmp_path / "gpu-quick.md").read_text()
     for name in SECTIONS:
         assert f"## {name}: " in markdown

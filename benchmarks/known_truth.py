@@ -78,8 +78,15 @@ def parse_case(text: str) -> Case:
     options = {}
     for item in (parts[3].split(",") if len(parts) > 3 and parts[3] else []):
         key, value = item.split("=")
-        options[key] = value if key == "critic" else int(value)
+        options[key] = value if key == "critic" else _number(value)
     return Case(parts[0], parts[1], int(parts[2]) if len(parts) > 2 else 0, options)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def make_pair(name: str, seed: int = 0):

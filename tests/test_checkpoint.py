@@ -41,15 +41,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, devic
 
 def test_checkpoint_loads_with_weights_only(tmp_path, device):
     x, y = _shifted_gaussians(100, 2)
-    wdist.estimate_w1(x, y, critic="linear", steps=20, eval_every=10, progress=False,
+    wdist.estimate_w1(x, y, critic="mlp", steps=20, eval_every=10, progress=False,
                       checkpoint=tmp_path, device=device)
-    state = torch.load(tmp_path / "linear" / "checkpoint.pt", weights_only=True)
+    state = torch.load(tmp_path / "mlp" / "checkpoint.pt", weights_only=True)
     assert state["trainer"]["progress"]["step"] == 20
 
 
 def test_resuming_a_converged_run_does_not_train_again(tmp_path):
     x, y = _shifted_gaussians(300, 2, shift=0.5)
-    kwargs = dict(critic="linear", eval_every=10, progress=False, checkpoint=tmp_path)
+    kwargs = dict(critic="mlp", eval_every=10, progress=False, checkpoint=tmp_path)
     first = wdist.estimate_w1(x, y, **kwargs)
     assert first.stopped == "converged"
     again = wdist.estimate_w1(x, y, resume=True, **kwargs)
@@ -58,6 +58,15 @@ def test_resuming_a_converged_run_does_not_train_again(tmp_path):
 
 def test_resume_needs_checkpoint(folders):
     assert_bad_input(invoke("estimate", *folders, "--resume"), "--checkpoint")
+
+
+def test_the_linear_critic_is_fitted_in_closed_form_and_writes_no_checkpoint(tmp_path):
+    x, y = _shifted_gaussians(300, 2, shift=0.5)
+    res = wdist.estimate_w1(x, y, critic="linear", progress=False, checkpoint=tmp_path)
+    assert res.stopped == "closed_form" and res.steps == 0
+    assert not (tmp_path / "linear").exists()  # recomputed in milliseconds, nothing to resume
+    again = wdist.estimate_w1(x, y, critic="linear", progress=False, checkpoint=tmp_path, resume=True)
+    assert again.value == res.value
 
 
 def test_existing_checkpoint_needs_resume(folders, tmp_path):

@@ -150,7 +150,10 @@ def test_same_folder_gives_about_zero(folders, tmp_path):
     result = invoke("estimate", a, a, "--steps", "20", "--json", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     res = json.loads((tmp_path / "r.json").read_text())
-    assert res["lower"] <= 0 <= res["upper"] and abs(res["value"]) < 0.5
+    # The certified claim is lower <= W1 = 0.  The interval need not cover 0: x's and y's
+    # splits of one folder share images (x's training images are y's test images), so the
+    # two sides are not independent samples, and the warning says so.
+    assert res["lower"] <= 0 and abs(res["value"]) < 0.5
     assert "same folder" in result.stderr
 
 

@@ -27,6 +27,19 @@ def test_translation_estimate_with_the_linear_critic(device):
     assert res.upper - res.value == pytest.approx(1.959964 * res.std_error, rel=1e-5)
 
 
+def test_the_linear_critic_is_the_exact_maximiser_of_its_training_gap():
+    gen = torch.Generator().manual_seed(4)
+    mean_x, mean_y = torch.randn(16, generator=gen, dtype=torch.float64), torch.randn(16, generator=gen, dtype=torch.float64)
+    critic = wdist.critics.linear_critic((16,))
+    wdist.critics.fit_linear_critic(critic, mean_x, mean_y)
+    with torch.no_grad():
+        gap = float(critic(mean_x.float()[None]) - critic(mean_y.float()[None]))
+        others = torch.nn.functional.normalize(torch.randn(1000, 16, generator=gen, dtype=torch.float64), dim=1)
+    assert gap == pytest.approx(float((mean_x - mean_y).norm()), rel=1e-5)  # Cauchy-Schwarz: the maximum
+    assert gap >= float((others @ (mean_x - mean_y)).max())
+    assert wdist.lipschitz_bound(critic, (16,)) <= 1 + 1e-4
+
+
 def test_identical_distributions_interval_contains_zero(device):
     x, _ = _shifted_gaussians(2000, 4)
     y = torch.randn(2000, 4, generator=torch.Generator().manual_seed(99))
@@ -65,7 +78,7 @@ def test_images_numpy_and_uneven_sample_counts(device):
 
 def test_result_to_dict_is_json_and_complete():
     x, y = _shifted_gaussians(200, 2)
-    res = wdist.estimate_w1(x, y, critic="linear", steps=20, eval_every=10, progress=False)
+    res = wdist.estimate_w1(x, y, critic="mlp", steps=20, eval_every=10, progress=False)
     d = json.loads(json.dumps(res.to_dict()))
     for key in ("value", "lower", "upper", "lipschitz", "train_value", "history", "settings"):
         assert key in d

@@ -27,7 +27,7 @@ __all__ = [
     "CrossFitCritic",
     "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "CriticSpec", "critic_spec",
     "bcop_critic", "rko_critic", "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic",
-    "anchor_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR",
+    "anchor_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR", "fit_linear_critic",
 ]
 
 #: Adam learning rate of every critic that does not ask for another.
@@ -38,6 +38,26 @@ def linear_critic(shape: tuple[int, ...]) -> nn.Sequential:
     """``f(x) = <u, x> + b`` with ``||u|| = 1``: optimal for translations."""
     d = _numel(shape)
     return nn.Sequential(nn.Flatten(), BjorckLinear(d, 1))
+
+
+@torch.no_grad()
+def fit_linear_critic(critic: nn.Sequential, mean_x: torch.Tensor, mean_y: torch.Tensor) -> None:
+    """Set a :func:`linear_critic` to its exact maximiser of ``mean f(x) - mean f(y)``.
+
+    Over unit vectors ``u``, ``<u, mean_x - mean_y>`` is largest at
+    ``u = (mean_x - mean_y) / ||mean_x - mean_y||`` (Cauchy-Schwarz): the
+    training objective has this closed form, which stochastic gradient steps
+    only approach (a shift by 1.5 in d = 256, 2 x 2,000 training samples:
+    0.932 of W1 after early-stopped Adam, 0.95 expected from the exact
+    direction).  Equal means leave the critic as it is.
+    """
+    layer = critic[-1]
+    diff = (mean_x - mean_y).reshape(1, -1)
+    norm = float(diff.norm())
+    if norm > 0:
+        raw = layer.parametrizations.weight.original
+        raw.copy_((diff / norm).to(raw))
+        layer.bias.zero_()
 
 
 def mlp_critic(shape: tuple[int, ...], width: int = 256, depth: int = 3) -> nn.Sequential:
@@ -236,6 +256,10 @@ class CriticSpec:
     input_noise : float
         Default training-input noise, relative to the data's RMS coordinate
         spread (:func:`wdist.estimate_w1`'s ``input_noise``).
+    fit_to_means : callable or None
+        ``fit_to_means(critic, mean_x, mean_y)`` sets the critic to the exact
+        maximiser of its training gap, which then depends on the training
+        data through the two means only: no gradient steps are taken.
     """
 
     name: str
@@ -244,6 +268,7 @@ class CriticSpec:
     lr: float = DEFAULT_LR
     max_anchors: int = 0
     input_noise: float = 0.0
+    fit_to_means: Callable[[nn.Module, torch.Tensor, torch.Tensor], None] | None = None
 
     def default_noise(self, shape: tuple[int, ...]) -> float:
         """``input_noise`` for samples of ``shape``: the spec's value from
@@ -282,7 +307,7 @@ CRITICS: dict[str, CriticSpec] = _specs(
     CriticSpec("rko-relu", partial(rko_critic, activation=nn.ReLU)),
     CriticSpec("ossn-relu", partial(ossn_critic, activation=nn.ReLU)),
     CriticSpec("wgan-gp", wgan_gp_critic),
-    CriticSpec("linear", linear_critic),
+    CriticSpec("linear", linear_critic, fit_to_means=fit_linear_critic),
     CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096),
 )
 

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .cuda_options import CudaOptions
 
-__all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "Split", "training_batches", "critic_values", "VALIDATION_FRACTION"]
+__all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "Split", "training_batches", "critic_values",
+           "sample_mean", "sampler_mean", "VALIDATION_FRACTION"]
 
 #: Fraction of the non-test samples of each side used for validation.
 VALIDATION_FRACTION = 0.2
@@ -277,6 +278,27 @@ def training_batches(samples: Samples, indices: torch.Tensor, batch_size: int, s
     loader = DataLoader(samples.data, batch_sampler=batches, num_workers=samples.num_workers,
                         collate_fn=samples._collate, pin_memory=pin_memory)
     return iter(loader), batches.batch_size
+
+
+@torch.no_grad()
+def sample_mean(samples: Samples, indices: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Mean of the samples at ``indices`` (float64, CPU; in a process group each rank
+    reads its share and the sums are all-reduced)."""
+    total = torch.zeros(samples.shape, dtype=torch.float64)
+    for batch in samples.batches(distributed.share(indices), batch_size):
+        total += batch.double().sum(0)
+    return distributed.all_reduce_sum(total) / len(indices)
+
+
+@torch.no_grad()
+def sampler_mean(sampler, n: int, batch_size: int = 1024) -> torch.Tensor:
+    """Mean of ``n`` fresh draws of ``sampler`` (float64, CPU), drawn ``batch_size`` at a time."""
+    total, drawn = None, 0
+    while drawn < n:
+        batch = sampler(min(batch_size, n - drawn)).double().sum(0)
+        total = batch if total is None else total + batch
+        drawn += min(batch_size, n - drawn)
+    return total.cpu() / n
 
 
 @torch.no_grad()

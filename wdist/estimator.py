@@ -36,7 +36,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import Checkpointer
 from .critics import CRITICS, CrossFitCritic, auto_candidates, check_critic_name
-from .data import Samples, Split, as_samples, critic_values, split_indices
+from .data import Samples, Split, as_samples, critic_values, sample_mean, sampler_mean, split_indices
 from .exact import upper_bound
 from .lipschitz import lipschitz_bound, lipschitz_by_construction
 from .results import Bracket, EstimateSettings, W1Result, bracket_side_level
@@ -49,6 +49,9 @@ DEFAULT_MAX_STEPS = 4000
 DEFAULT_BATCH = 256
 #: Fresh samples per side for validation and for the test when an input is a sampler.
 DEFAULT_TEST_SIZE = 10_000
+#: Fresh draws per sampler side for a closed-form (linear) fit.  The direction's error
+#: is about sqrt(2 d / n) / W1 in angle: 0.4% of a shift of 1.5 in d = 256.
+CLOSED_FORM_DRAWS = 65_536
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -233,6 +236,8 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     else:
         model = candidate
     cand_cfg = cfg if lr_given or spec is None else replace(cfg, lr=spec.lr)
+    if spec is not None and spec.fit_to_means is not None:
+        return name, _fit_closed_form(spec, model.to(dev), k, xs, ys, cand_cfg, dev)
     if relative > 0:  # in data units, from this fold's training data only
         cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
     trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
@@ -249,6 +254,28 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     desc = f"training {name} critic" + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else "")
     trainer.fit(progress=progress, on_eval=on_eval, desc=desc)
     return name, trainer
+
+
+def _training_mean(side: _Side, k: int) -> torch.Tensor:
+    if side.sampler is not None:
+        return sampler_mean(side.sampler, CLOSED_FORM_DRAWS)
+    return sample_mean(side.samples, side.fold(k).train)
+
+
+def _fit_closed_form(spec, model: nn.Module, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
+                     dev: torch.device) -> CriticTrainer:
+    """A critic whose training optimum has a closed form in the two training means (the
+    linear critic): set it there, validate once.  Nothing to checkpoint: it is recomputed."""
+    mean_x, mean_y = _training_mean(xs, k), _training_mean(ys, k)
+    spec.fit_to_means(model, mean_x, mean_y)
+    fx, fy = xs.fold(k), ys.fold(k)
+    trainer = CriticTrainer(model, xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val), cfg, dev,
+                            samplers=(xs.sampler, ys.sampler))
+    draws = CLOSED_FORM_DRAWS if xs.sampler is not None or ys.sampler is not None else None
+    with torch.no_grad():
+        train_gap = float(model(mean_x.float()[None].to(dev)) - model(mean_y.float()[None].to(dev)))
+    trainer.adopt(train_gap, draws)
+    return trainer
 
 
 def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev,
@@ -339,6 +366,9 @@ def estimate_w1(
         Training steps.  ``None``: up to 4000 with early stopping on the
         validation gap (learning rate /10 twice on plateaus, then stop).
         Given: exactly that many steps, the best validation critic is kept.
+        The linear critic takes none: it is set to its exact training optimum,
+        the direction of the difference of the training means (a sampler
+        side: of 65,536 fresh draws).
     batch_size : int, optional
         Per side; default ``min(256, training split size)``.
     lr : float, optional
@@ -458,7 +488,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
         value=value, lower=value - z * se, upper=value + z * se, lipschitz=lipschitz,
         train_value=train_value, std_error=se, confidence=confidence, history=s.history, critic=model,
         # a sampler side: the fresh samples its training drew
-        n_train=tuple(s.step * first.cfg.batch_size if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
+        n_train=tuple(first.sampler_draws if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
         n_validation=(len(xs.fold(0).val), len(ys.fold(0).val)), n_test=n_test,
         steps=s.step, best_step=s.best_step, stopped=s.stopped, seconds=time.perf_counter() - start,
         settings=EstimateSettings(

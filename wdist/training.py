@@ -136,6 +136,7 @@ class CriticTrainer:
         # Input noise has its own stream: DataLoaders draw from the global RNG, and the
         # noise must not depend on whether the samples came as tensors or as a Dataset.
         self.noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 0x5EED)
+        self.fresh_draws: int | None = None  # set by a closed-form fit (adopt)
 
     # -- checkpointing -----------------------------------------------------
     def state_dict(self) -> dict:
@@ -226,6 +227,20 @@ class CriticTrainer:
             bar.close()
         self.critic.load_state_dict(self.best_params)
         self.critic.eval()
+
+    def adopt(self, train_gap: float, draws: int | None = None) -> None:
+        """Keep the critic as it is, a closed-form fit of the training data: one
+        validation, no gradient steps.  ``draws``: the fresh samples per sampler
+        side that the fit used (reported as ``n_train``)."""
+        self.fresh_draws = draws
+        self._evaluate(train_gap)
+        self.state.stopped = "closed_form"
+        self.critic.eval()
+
+    @property
+    def sampler_draws(self) -> int:
+        """Fresh samples drawn per sampler side for training."""
+        return self.fresh_draws if self.fresh_draws is not None else self.state.step * self.cfg.batch_size
 
     @property
     def _penalty(self) -> Callable | None:

@@ -195,15 +195,20 @@ def main() -> None:
     args = parser.parse_args()
     stem = "known_truth-quick" if args.quick else "known_truth"
     json_path = args.out / f"{stem}.json"
-    saved = json.loads(json_path.read_text()) if json_path.exists() and args.case else {"rows": {}}
+    # --case and --seeds add to the saved results; the full grid starts afresh.
+    merge = json_path.exists() and (args.case or args.seeds)
+    saved = json.loads(json_path.read_text()) if merge else {"rows": {}}
+    if not isinstance(saved.get("seeds", {}), dict):  # one honesty line before: keyed since
+        saved["seeds"] = {}
     cases = [parse_case(c) for c in (args.case or (QUICK if args.quick else FULL if not args.seeds else []))]
     for case in cases:
         row = run_case(case)
         saved["rows"][row["key"]] = row
         print(" | ".join(_row(row)), flush=True)
     if args.seeds:
-        saved["seeds"] = seeds_report(args.seeds, args.seeds_case)
-        print(saved["seeds"])
+        line = seeds_report(args.seeds, args.seeds_case)
+        saved.setdefault("seeds", {})[parse_case(args.seeds_case).key] = line
+        print(line)
     saved["machine"] = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                         f"wdist {wdist.__version__}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,7 @@ def main() -> None:
              f"{' --quick' if args.quick else ''}` (rows merged from `--case` runs).  Default "
              f"`estimate_w1` settings unless the regime names options.  Korotin et al.'s columns: their "
              f"published relative error at the same (D, N) (fresh samples, 25k+ steps).\n\n"
-             + (saved.get("seeds", "") or ""))
+             + "\n\n".join(saved.get("seeds", {}).values()))
     publish(args.out / f"{stem}.md", "Tightness against a known truth", notes, HEADER, [_row(r) for r in rows])
     if rows:
         plot(rows, args.out / f"{stem}.png")

@@ -226,7 +226,11 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
                      checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
     name = candidate if isinstance(candidate, str) else type(candidate).__name__
     spec = CRITICS.get(name) if isinstance(candidate, str) else None
-    relative = noise if noise is not None else (spec.default_noise(xs.shape) if spec is not None else 0.0)
+    # Input noise fights over-fitting a finite training split; fresh draws on both sides
+    # leave nothing to over-fit, and the smoothing would only lower the reachable gap.
+    fresh = xs.sampler is not None and ys.sampler is not None
+    default = spec.default_noise(xs.shape) if spec is not None and not fresh else 0.0
+    relative = noise if noise is not None else default
     sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
     torch.manual_seed(cfg.seed + k)
     fx, fy = xs.fold(k), ys.fold(k)
@@ -409,7 +413,8 @@ def estimate_w1(
         training data's RMS per-coordinate spread ``sqrt(mean_j Var x_j)``
         (both sides pooled); ``None``: each critic's default
         (``wdist.critics.CRITICS[name].input_noise``: 0.7 for the MLP, which
-        over-fits without it, from 64 dimensions on; 0 otherwise).  The critic then maximises the gap of its
+        over-fits without it, from 64 dimensions on; 0 otherwise, and 0 when
+        both sides are samplers: fresh draws leave nothing to over-fit).  The critic then maximises the gap of its
         smoothed version ``E f(x + sigma e)`` and cannot spike on single
         training samples; validation and test use ``f`` itself, unchanged,
         so the bound stays valid whatever ``input_noise`` is.

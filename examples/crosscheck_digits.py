@@ -29,7 +29,7 @@ vectors.  Two pairs:
 What to look at
 ---------------
 * ``ratio``: the semi-dual ``anchors`` critic (``min_j phi_j + ||x - y_j||``)
-  is nearly exact in-sample; a Björck/MaxMin MLP alone is looser.
+  is nearly exact in-sample; a Björck/GroupSort MLP alone is looser.
 * ``noise floor``: the exact W1 between two random halves of the *same*
   set, whose population value is 0.  In 64 dimensions it is large (about
   1.2), because the sample W1 converges like ``n^(-1/d)``: most of the exact

@@ -318,4 +318,8 @@ def test_demo_quick_prints_and_writes_what_it_did_before_the_refactor(tmp_path):
              "input_noise": 0.0, "input_noise_sigma": 0.0}
     assert {k: result["settings"].pop(k) for k in added} == added
     assert (result["command"].pop("folds"), result["command"].pop("input_noise")) == (1, None)
+    # Since issue 14 the linear candidate is set to its exact training optimum instead of
+    # taking 30 Adam steps: a higher validation gap, still below the chosen critic's.
+    linear, was = result["settings"]["candidates"].pop("linear"), golden["result"]["settings"]["candidates"].pop("linear")
+    assert was < linear < result["settings"]["candidates"][result["settings"]["critic"]]
     _same_up_to_rounding(result, golden["result"])

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import wdist
-from wdist.nn import BCOPConv2d, BjorckLinear, FullSort, GroupSort, InvertibleDownsample, MaxMin, retract_
+from wdist.nn import BCOPConv2d, BjorckLinear, DistanceMin, FullSort, GroupSort, InvertibleDownsample, MaxMin, retract_
 from wdist.nn.bjorck import bjorck_orthonormalize
 
 from helpers import _train_randomly, circular_conv_singular_values, power_iteration_norm
@@ -259,3 +259,22 @@ def test_orthonormal_input_gets_the_tangent_gradient():
     u = torch.nn.functional.normalize(torch.randn(1, 6, dtype=torch.float64), dim=1).requires_grad_()
     (grad,) = torch.autograd.grad((bjorck_orthonormalize(u) * u.detach()).sum(), u)
     assert float(grad.abs().max()) < 1e-12
+
+
+def test_distance_min_is_exact_at_its_anchors_and_one_lipschitz():
+    gen = torch.Generator().manual_seed(0)
+    anchors = torch.rand(300, 3, 16, 16, generator=gen) * 2 - 1  # images in [-1, 1]
+    layer = DistanceMin(anchors)
+    with torch.no_grad():
+        layer.raw_offsets.copy_(torch.rand(300, generator=gen))
+        layer.eval()
+        at_anchors = layer(anchors).squeeze(1)
+        # f(z_j) = min_k (phi_k + ||z_j - z_k||) <= phi_j, exactly phi_j where z_j is its own argmin
+        assert (at_anchors <= layer.offsets + 1e-6).all()
+        own = at_anchors == layer.offsets
+        assert own.sum() > 0
+        a, b = torch.rand(2, 200, 3, 16, 16, generator=gen) * 2 - 1
+        assert ((layer(a) - layer(b)).abs().squeeze(1) <= (a - b).flatten(1).norm(dim=1) + 1e-5).all()
+        # Training steps use the matrix-product distances: values within 1e-2 of the exact ones.
+        layer.train()
+        assert torch.allclose(layer(a), layer.eval()(a), atol=1e-2)

@@ -206,6 +206,15 @@ class _FoldFit:
         return self.trained[self.name]
 
 
+def _spec_config(cfg: TrainConfig, spec, given: frozenset[str]) -> TrainConfig:
+    """``cfg`` with the critic's own defaults for what the caller did not set."""
+    if "lr" not in given:
+        cfg = replace(cfg, lr=spec.lr)
+    if "batch_size" not in given and spec.batch_size is not None:
+        cfg = replace(cfg, batch_size=max(distributed.world_size(), min(spec.batch_size, cfg.batch_size)))
+    return cfg
+
+
 def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
     """RMS per-coordinate standard deviation of fold k's training data, both sides pooled
     (up to 2048 samples per side; a sampler draws them): the unit of ``input_noise``."""
@@ -221,7 +230,7 @@ def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
     return float(pooled.var(dim=0).mean().sqrt())
 
 
-def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool,
+def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str],
                      dev: torch.device, noise: float | None, spread: Callable[[], float], checkpoint,
                      checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
     name = candidate if isinstance(candidate, str) else type(candidate).__name__
@@ -239,7 +248,7 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
         model = spec.build(xs.shape, anchors)
     else:
         model = candidate
-    cand_cfg = cfg if lr_given or spec is None else replace(cfg, lr=spec.lr)
+    cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
     if spec is not None and spec.fit_to_means is not None:
         return name, _fit_closed_form(spec, model.to(dev), k, xs, ys, cand_cfg, dev)
     if relative > 0:  # in data units, from this fold's training data only
@@ -282,11 +291,11 @@ def _fit_closed_form(spec, model: nn.Module, k: int, xs: _Side, ys: _Side, cfg: 
     return trainer
 
 
-def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, lr_given: bool, dev,
+def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str], dev,
               noise: float | None, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
     spread = functools.cache(lambda: _coordinate_spread(xs, ys, k, cfg.seed))
-    trained = dict(_train_candidate(c, k, xs, ys, cfg, lr_given, dev, noise, spread, **kw) for c in candidates)
+    trained = dict(_train_candidate(c, k, xs, ys, cfg, given, dev, noise, spread, **kw) for c in candidates)
     name = max(trained, key=lambda n: trained[n].state.best_val)
     if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
@@ -358,7 +367,7 @@ def estimate_w1(
         the critic cannot over-fit.
     critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
         ``"auto"`` trains the expressive critic (BCOP/MaxMin convolutions for
-        images, Björck/MaxMin MLP for vectors), the linear critic and the
+        images, Björck/GroupSort MLP for vectors), the linear critic and the
         semi-dual anchors critic, and keeps the one with the best *validation*
         gap (the test split is untouched by the choice).  Baselines: "rko",
         "ossn", "wgan-gp" and ReLU variants "bcop-relu", "rko-relu",
@@ -374,7 +383,8 @@ def estimate_w1(
         the direction of the difference of the training means (a sampler
         side: of 65,536 fresh draws).
     batch_size : int, optional
-        Per side; default ``min(256, training split size)``.
+        Per side; default ``min(256, training split size)``, 64 for the
+        convolutional critics (``wdist.critics.CRITICS[name].batch_size``).
     lr : float, optional
         Adam learning rate, default 1e-3 (1e-2 for the anchors critic).
     holdout : float
@@ -470,7 +480,8 @@ def estimate_w1(
     # A module given by the user is trained in place (one fold) or as pristine copies, made
     # before any training: a copy of a trained critic would carry what it saw to the next fold.
     per_fold = [candidates] if n_folds == 1 else [[copy.deepcopy(c) for c in candidates] for _ in range(n_folds)]
-    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, lr is not None, dev, input_noise, checkpoint=checkpoint,
+    given = frozenset(name for name, value in (("lr", lr), ("batch_size", batch_size)) if value is not None)
+    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, given, dev, input_noise, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, progress=progress)
             for k in range(n_folds)]
     result = _result(fits, xs, ys, cfg, dev, confidence, holdout, start)

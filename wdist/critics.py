@@ -55,9 +55,11 @@ def fit_linear_critic(critic: nn.Sequential, mean_x: torch.Tensor, mean_y: torch
     Over unit vectors ``u``, ``<u, mean_x - mean_y>`` is largest at
     ``u = (mean_x - mean_y) / ||mean_x - mean_y||`` (Cauchy-Schwarz): the
     training objective has this closed form, which stochastic gradient steps
-    only approach (a shift by 1.5 in d = 256, 2 x 2,000 training samples:
-    0.932 of W1 after early-stopped Adam, 0.95 expected from the exact
-    direction).  Equal means leave the critic as it is.
+    only approach, in thousands of steps.  On a shift by 1.5 in d = 256 with
+    5,000 samples per side and ``folds=5`` it gives 0.966 +- 0.018 of W1
+    over 20 seeds: the statistical ceiling ``1 / sqrt(1 + 2 d / (m W1^2))``
+    of a direction learned from m = 3,200 training samples per side.
+    Equal means leave the critic as it is.
     """
     layer = critic[-1]
     diff = (mean_x - mean_y).reshape(1, -1)

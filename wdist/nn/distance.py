@@ -57,7 +57,7 @@ class DistanceMin(nn.Module):
         # |x|^2 + |z|^2 - 2xz expansion loses the digits of near-duplicates (float32 on
         # 768-d images in [-1, 1]: ~1e-2 on a distance near 0).  Training steps only need
         # the offsets' gradient, which that error hardly moves, and the expansion is a
-        # matrix product: 512 x 1200 anchors of 3x16x16, 0.23 s -> ~0.02 s per step.
+        # matrix product: 512 x 1200 anchors of 3x16x16, forward and backward 0.22 s -> 0.014 s.
         mode = "use_mm_for_euclid_dist" if self.training else "donot_use_mm_for_euclid_dist"
         dist = torch.cdist(flat, self.anchors.to(flat.dtype), compute_mode=mode)
         return (dist + self.offsets.to(flat.dtype)).amin(dim=1, keepdim=True)

@@ -293,11 +293,9 @@ def sample_mean(samples: Samples, indices: torch.Tensor, batch_size: int = 1024)
 @torch.no_grad()
 def sampler_mean(sampler, n: int, batch_size: int = 1024) -> torch.Tensor:
     """Mean of ``n`` fresh draws of ``sampler`` (float64, CPU), drawn ``batch_size`` at a time."""
-    total, drawn = None, 0
-    while drawn < n:
-        batch = sampler(min(batch_size, n - drawn)).double().sum(0)
-        total = batch if total is None else total + batch
-        drawn += min(batch_size, n - drawn)
+    total = 0.0
+    for start in range(0, n, batch_size):
+        total = total + sampler(min(batch_size, n - start)).double().sum(0)
     return total.cpu() / n
 
 

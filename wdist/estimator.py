@@ -249,12 +249,14 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     else:
         model = candidate
     cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
-    if spec is not None and spec.fit_to_means is not None:
-        return name, _fit_closed_form(spec, model.to(dev), k, xs, ys, cand_cfg, dev)
-    if relative > 0:  # in data units, from this fold's training data only
+    closed_form = spec is not None and spec.fit_to_means is not None
+    if relative > 0 and not closed_form:  # in data units, from this fold's training data only
         cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
     trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
                             cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
+    if closed_form:
+        _fit_closed_form(spec, trainer, k, xs, ys)
+        return name, trainer
     on_eval = None
     if checkpoint is not None:
         folder = name if k == 0 else f"{name}.fold{k}"
@@ -275,20 +277,16 @@ def _training_mean(side: _Side, k: int) -> torch.Tensor:
     return sample_mean(side.samples, side.fold(k).train)
 
 
-def _fit_closed_form(spec, model: nn.Module, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
-                     dev: torch.device) -> CriticTrainer:
+def _fit_closed_form(spec, trainer: CriticTrainer, k: int, xs: _Side, ys: _Side) -> None:
     """A critic whose training optimum has a closed form in the two training means (the
     linear critic): set it there, validate once.  Nothing to checkpoint: it is recomputed."""
     mean_x, mean_y = _training_mean(xs, k), _training_mean(ys, k)
-    spec.fit_to_means(model, mean_x, mean_y)
-    fx, fy = xs.fold(k), ys.fold(k)
-    trainer = CriticTrainer(model, xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val), cfg, dev,
-                            samplers=(xs.sampler, ys.sampler))
-    draws = CLOSED_FORM_DRAWS if xs.sampler is not None or ys.sampler is not None else None
-    with torch.no_grad():
-        train_gap = float(model(mean_x.float()[None].to(dev)) - model(mean_y.float()[None].to(dev)))
-    trainer.adopt(train_gap, draws)
-    return trainer
+    critic = trainer.critic
+    spec.fit_to_means(critic, mean_x, mean_y)
+    with torch.no_grad():  # an affine critic's gap at the two means is its mean training gap
+        train_gap = float(critic(mean_x.float()[None].to(trainer.device))
+                          - critic(mean_y.float()[None].to(trainer.device)))
+    trainer.adopt(train_gap, CLOSED_FORM_DRAWS if xs.sampler is not None or ys.sampler is not None else None)
 
 
 def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str], dev,

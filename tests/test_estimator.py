@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import wdist
+import wdist.data
 
 from helpers import _shifted_gaussians
 
@@ -38,6 +39,28 @@ def test_the_linear_critic_is_the_exact_maximiser_of_its_training_gap():
     assert gap == pytest.approx(float((mean_x - mean_y).norm()), rel=1e-5)  # Cauchy-Schwarz: the maximum
     assert gap >= float((others @ (mean_x - mean_y)).max())
     assert wdist.lipschitz_bound(critic, (16,)) <= 1 + 1e-4
+
+
+@pytest.mark.parametrize("critic", ["linear", "auto"])
+def test_a_chosen_linear_critic_is_refit_on_training_and_validation_but_never_test_samples(critic):
+    n, d = 1000, 8
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, d, generator=gen) + torch.tensor([1.0] + [0.0] * (d - 1))
+    y = torch.randn(n, d, generator=gen)
+    res = wdist.estimate_w1(x, y, critic=critic, steps=20, eval_every=10, progress=False, seed=3)
+    assert res.settings.critic == "linear"
+    # The estimator's own split (same seed, x then y): the test halves are known.
+    split = torch.Generator().manual_seed(3)
+    (sx,), (sy,) = (wdist.data.split_indices(n, 0.5, split, name) for name in ("x", "y"))
+    rest_x, rest_y = torch.cat([sx.train, sx.val]), torch.cat([sy.train, sy.val])
+    assert res.n_train == (len(rest_x), len(rest_y)) == (n // 2, n // 2)
+    direction = (x[rest_x].double().mean(0) - y[rest_y].double().mean(0))
+    with torch.no_grad():
+        slope = (res.critic(torch.eye(d)) - res.critic(torch.zeros(1, d))).reshape(-1).double()
+    assert torch.allclose(slope, direction / direction.norm(), atol=1e-5)
+    # ... and the value is that critic's gap on the untouched test halves.
+    test_gap = float(slope @ (x[sx.test].double().mean(0) - y[sy.test].double().mean(0)))
+    assert res.value == pytest.approx(test_gap, rel=1e-5)
 
 
 def test_identical_distributions_interval_contains_zero(device):

@@ -255,7 +255,7 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
                             cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
     if closed_form:
-        _fit_closed_form(spec, trainer, k, xs, ys)
+        _fit_closed_form(spec, trainer, xs, ys)
         return name, trainer
     on_eval = None
     if checkpoint is not None:
@@ -271,22 +271,48 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
     return name, trainer
 
 
-def _training_mean(side: _Side, k: int) -> torch.Tensor:
+def _training_mean(side: _Side, indices: torch.Tensor) -> torch.Tensor:
     if side.sampler is not None:
         return sampler_mean(side.sampler, CLOSED_FORM_DRAWS)
-    return sample_mean(side.samples, side.fold(k).train)
+    return sample_mean(side.samples, indices)
 
 
-def _fit_closed_form(spec, trainer: CriticTrainer, k: int, xs: _Side, ys: _Side) -> None:
-    """A critic whose training optimum has a closed form in the two training means (the
-    linear critic): set it there, validate once.  Nothing to checkpoint: it is recomputed."""
-    mean_x, mean_y = _training_mean(xs, k), _training_mean(ys, k)
+def _set_to_means(spec, trainer: CriticTrainer, xs: _Side, ys: _Side) -> float:
+    """Set a closed-form critic to the maximiser of its gap between the means of
+    ``trainer.train_idx`` (a sampler side: fresh draws); that gap."""
+    mean_x, mean_y = _training_mean(xs, trainer.train_idx[0]), _training_mean(ys, trainer.train_idx[1])
     critic = trainer.critic
     spec.fit_to_means(critic, mean_x, mean_y)
     with torch.no_grad():  # an affine critic's gap at the two means is its mean training gap
-        train_gap = float(critic(mean_x.float()[None].to(trainer.device))
-                          - critic(mean_y.float()[None].to(trainer.device)))
+        return float(critic(mean_x.float()[None].to(trainer.device))
+                     - critic(mean_y.float()[None].to(trainer.device)))
+
+
+def _fit_closed_form(spec, trainer: CriticTrainer, xs: _Side, ys: _Side) -> None:
+    """A critic whose training optimum has a closed form in the two training means (the
+    linear critic): set it there, validate once.  Nothing to checkpoint: it is recomputed."""
+    train_gap = _set_to_means(spec, trainer, xs, ys)
     trainer.adopt(train_gap, CLOSED_FORM_DRAWS if xs.sampler is not None or ys.sampler is not None else None)
+
+
+def _refit_on_validation_too(fit: _FoldFit, k: int, xs: _Side, ys: _Side) -> None:
+    """Once a closed-form critic is chosen, set it again from the means of its training
+    *and* validation samples.
+
+    Validation has done its work (the choice, made above, stands; the history keeps
+    its gaps), and a closed-form fit has no steps to stop: those samples are worth
+    more as training data.  The test split is still untouched, so the interval stays
+    valid.  The linear critic's reachable gap grows like 1/sqrt(1 + 2d/(m W1^2)) in
+    the m training samples per side: m from 40% to 50% of the samples lifts the
+    256-d translation of the known-truth benchmark (n = 5000) from 0.932 to 0.95
+    of the true W1.
+    """
+    spec = CRITICS.get(fit.name)
+    if spec is None or spec.fit_to_means is None or xs.sampler is not None or ys.sampler is not None:
+        return
+    trainer = fit.trainer
+    trainer.train_idx = tuple(torch.cat([side.fold(k).train, side.fold(k).val]) for side in (xs, ys))
+    _set_to_means(spec, trainer, xs, ys)
 
 
 def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str], dev,
@@ -297,7 +323,9 @@ def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given:
     name = max(trained, key=lambda n: trained[n].state.best_val)
     if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
-    return _FoldFit(trained, name)
+    fit = _FoldFit(trained, name)
+    _refit_on_validation_too(fit, k, xs, ys)
+    return fit
 
 
 def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
@@ -379,7 +407,8 @@ def estimate_w1(
         Given: exactly that many steps, the best validation critic is kept.
         The linear critic takes none: it is set to its exact training optimum,
         the direction of the difference of the training means (a sampler
-        side: of 65,536 fresh draws).
+        side: of 65,536 fresh draws); once chosen, it is set again from the
+        training *and* validation means (``n_train`` counts both).
     batch_size : int, optional
         Per side; default ``min(256, training split size)``, 64 for the
         convolutional critics (``wdist.critics.CRITICS[name].batch_size``).
@@ -502,7 +531,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
         value=value, lower=value - z * se, upper=value + z * se, lipschitz=lipschitz,
         train_value=train_value, std_error=se, confidence=confidence, history=s.history, critic=model,
         # a sampler side: the fresh samples its training drew
-        n_train=tuple(first.sampler_draws if d.sampler else len(d.fold(0).train) for d in (xs, ys)),
+        n_train=tuple(first.sampler_draws if d.sampler else len(idx) for d, idx in zip((xs, ys), first.train_idx)),
         n_validation=(len(xs.fold(0).val), len(ys.fold(0).val)), n_test=n_test,
         steps=s.step, best_step=s.best_step, stopped=s.stopped, seconds=time.perf_counter() - start,
         settings=EstimateSettings(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +60,20 @@ def run(d: int, n: int, seeds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, help="seeds per row (default 20; --quick: 5)")
+    parser.add_argument("--sizes", help="comma-separated n per side (default 500,2000,8000; --quick: 500,2000)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "coverage.md")
     args = parser.parse_args()
     seeds, sizes = (5, [500, 2000]) if args.quick else (20, [500, 2000, 8000])
+    seeds = args.seeds or seeds
+    sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else sizes
     rows = [run(d, n, seeds) for d in (2, 16) for n in sizes]
+    command = " ".join(["python benchmarks/coverage.py", *sys.argv[1:]])
     notes = (f"Machine: {platform.machine()}, torch {torch.__version__}. Command: "
-             f"`python benchmarks/coverage.py{' --quick' if args.quick else ''}`. Linear critic, "
-             "holdout 0.5, 95% levels (the bracket's sides at 97.5% each).")
+             f"`{command}`. Linear critic (closed form, refit on training + validation), "
+             "holdout 0.5, 95% levels (the bracket's sides at 97.5% each). With k seeds a row's "
+             "coverage is a binomial count: at a true 97.5% one-sided rate, 20 seeds show 18/20 or "
+             "fewer 9% of the time.")
     header = ["d", "n per side", "seeds", "P(lower <= W1)", "P(W1 in bracket)", "mean bracket width",
               "mean estimate", "mean exact sample W1"]
     cells = [[str(r["d"]), str(r["n"]), str(r["seeds"]), f"{r['lower_ok']:.2f}", f"{r['bracket_ok']:.2f}",

@@ -61,6 +61,59 @@ def test_a_chosen_linear_critic_is_refit_on_training_and_validation_but_never_te
     # ... and the value is that critic's gap on the untouched test halves.
     test_gap = float(slope @ (x[sx.test].double().mean(0) - y[sy.test].double().mean(0)))
     assert res.value == pytest.approx(test_gap, rel=1e-5)
+    assert res.settings.ema == 0.0  # set, not stepped: no average to keep
+
+
+def test_the_kept_critic_is_the_moving_average_of_the_trained_parameters(monkeypatch):
+    """Validation scores, and the estimator keeps, the exponential moving average of
+    the parameters (decay min(DEFAULT_EMA, (1 + t) / (10 + t)) at step t), not the last iterate."""
+    from wdist.training import CriticTrainer
+
+    trajectory = []
+    original_init, original_step = CriticTrainer.__init__, CriticTrainer._step
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        trajectory.append([p.detach().clone() for p in self.critic.parameters()])
+
+    def step(self, *args, **kwargs):
+        out = original_step(self, *args, **kwargs)
+        trajectory.append([p.detach().clone() for p in self.critic.parameters()])
+        return out
+
+    monkeypatch.setattr(CriticTrainer, "__init__", init)
+    monkeypatch.setattr(CriticTrainer, "_step", step)
+    x, y = _shifted_gaussians(400, 4, shift=0.5)
+    res = wdist.estimate_w1(x, y, critic="mlp", steps=30, eval_every=30, progress=False, seed=1)
+    assert len(trajectory) == 31  # the initial parameters, then one entry per step
+    average = [p.clone() for p in trajectory[0]]
+    for t, params in enumerate(trajectory[1:]):
+        decay = min(wdist.estimator.DEFAULT_EMA, (1 + t) / (10 + t))
+        average = [a + (1 - decay) * (p - a) for a, p in zip(average, params)]
+    kept = list(res.critic.parameters())
+    assert all(torch.allclose(k, a, atol=1e-6) for k, a in zip(kept, average))
+    assert not all(torch.allclose(k, p, atol=1e-4) for k, p in zip(kept, trajectory[-1]))  # not the last step
+    assert res.lipschitz <= 1 + 1e-4  # the average is certified like any parameters
+    assert res.settings.ema == wdist.estimator.DEFAULT_EMA  # and the report says so
+
+
+def test_the_learning_rate_drops_only_when_both_sides_are_samplers():
+    """A finite split's plateau is where over-fitting starts and the moving average has
+    settled there: the run stops at its first plateau.  Fresh draws cannot be over-fitted:
+    the step is first divided by 10, twice (``LR_DROPS_FRESH``)."""
+    x, y = _shifted_gaussians(600, 2, shift=0.0)  # one distribution: the gap plateaus at once
+    finite = wdist.estimate_w1(x, y, critic="mlp", eval_every=5, progress=False, seed=0)
+    assert finite.stopped == "converged"
+    assert {h["lr"] for h in finite.history} == {finite.settings.lr}
+    gen = torch.Generator().manual_seed(0)
+
+    def sampler(n):
+        return torch.randn(n, 2, generator=gen)
+
+    fresh = wdist.estimate_w1(sampler, sampler, critic="mlp", eval_every=5, test_size=500, progress=False, seed=0)
+    assert fresh.stopped == "converged"
+    lr = fresh.settings.lr
+    assert sorted({h["lr"] for h in fresh.history}, reverse=True) == pytest.approx([lr, lr / 10, lr / 100])
 
 
 def test_identical_distributions_interval_contains_zero(device):

@@ -69,6 +69,9 @@ class EstimateSettings(_ReadByKey):
         Whether x, y were samplers (fresh draws).
     input_noise, input_noise_sigma : float
         Training-input noise, relative to the data's spread and in data units (first fold).
+    ema : float
+        Decay of the moving average of the critic's parameters that validation scored
+        and the estimate kept (0: the raw parameters; a closed-form critic has none).
     """
 
     critic: str
@@ -89,6 +92,7 @@ class EstimateSettings(_ReadByKey):
     sampler: list[bool] = field(default_factory=lambda: [False, False])
     input_noise: float = 0.0
     input_noise_sigma: float = 0.0
+    ema: float = 0.0
 
 
 @dataclass

@@ -13,6 +13,7 @@ ranks compute together what one process computes with the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class TrainConfig:
     input_noise: float = 0.0
     #: The same, in units of the training data's RMS coordinate spread (for reports).
     input_noise_relative: float = 0.0
+    #: Decay of the exponential moving average of the parameters that validation
+    #: scores and that is kept (0: the raw parameters, no average).
+    ema: float = 0.0
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
@@ -111,6 +115,14 @@ class CriticTrainer:
     computed; the best critic is kept; on a plateau of ``patience``
     evaluations the learning rate is divided by 10 (``lr_drops`` times), then
     training stops (if ``early_stop``).
+
+    With ``cfg.ema > 0`` what validation scores, and what is kept, is the
+    exponential moving average of the free parameters (decay
+    ``min(ema, (1 + t) / (10 + t))`` after step t: the warm-up keeps the
+    average close behind the first fast climb).  Every layer builds its
+    constrained weight from its free parameters, so the average is certified
+    like any other point; it filters the minibatch noise that the last iterate
+    carries, which early stopping on a noisy validation gap would otherwise chase.
     """
 
     def __init__(
@@ -137,6 +149,10 @@ class CriticTrainer:
         # noise must not depend on whether the samples came as tensors or as a Dataset.
         self.noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 0x5EED)
         self.fresh_draws: int | None = None  # set by a closed-form fit (adopt)
+        # Polyak average of the parameters (free, unconstrained tensors: every
+        # layer builds its constrained weight from them, so the average is as
+        # certifiable as the raw critic).
+        self.ema_params = [p.detach().clone() for p in critic.parameters()] if cfg.ema > 0 else None
 
     # -- checkpointing -----------------------------------------------------
     def state_dict(self) -> dict:
@@ -152,6 +168,7 @@ class CriticTrainer:
                 "bad_evals": s.bad_evals, "lr_drops": s.lr_drops, "stopped": s.stopped,
             },
             "history": list(s.history),
+            **({"ema": [t.clone() for t in self.ema_params]} if self.ema_params is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -164,6 +181,9 @@ class CriticTrainer:
         if "noise_rng" in state:
             self.noise_rng.set_state(state["noise_rng"].cpu())
         self.state = _State(**state["progress"], history=list(state["history"]))
+        if self.ema_params is not None:
+            for mine, saved in zip(self.ema_params, state["ema"]):
+                mine.copy_(saved)
 
     # -- training ------------------------------------------------------------
     def gap(self, indices: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
@@ -233,6 +253,7 @@ class CriticTrainer:
         validation, no gradient steps.  ``draws``: the fresh samples per sampler
         side that the fit used (reported as ``n_train``)."""
         self.fresh_draws = draws
+        self.ema_params = None  # nothing to average: the parameters were set, not stepped
         self._evaluate(train_gap)
         self.state.stopped = "closed_form"
         self.critic.eval()
@@ -277,23 +298,50 @@ class CriticTrainer:
         loss.backward()
         self.optimizer.step()
         retract_(self.critic)
+        if self.ema_params is not None:
+            # Warm-up (TensorFlow's num_updates rule): early on the average follows the
+            # raw parameters closely, so it does not lag behind the first fast climb.
+            decay = min(self.cfg.ema, (1 + self.state.step) / (10 + self.state.step))
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema_params, [p.detach() for p in self.critic.parameters()],
+                                     1.0 - decay)
         return gap.detach().double()
+
+    @contextlib.contextmanager
+    def _averaged(self):
+        """The critic with its averaged parameters, for a validation (no-op without an average)."""
+        if self.ema_params is None:
+            yield
+            return
+        params = list(self.critic.parameters())
+        raw = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_([p.detach() for p in params], self.ema_params)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.detach() for p in params], raw)
 
     def _evaluate(self, train_gap: float) -> bool:
         """Record one evaluation; True when training should stop."""
         cfg, s = self.cfg, self.state
-        val_gap, val_se = self.validation_gap()
+        with self._averaged():
+            val_gap, val_se = self.validation_gap()
+            candidate = self.critic.state_dict() if val_gap > s.best_val else None
+            if candidate is not None:
+                candidate = copy.deepcopy(candidate)
         lr = self.optimizer.param_groups[0]["lr"]
         s.history.append({"step": s.step, "train_gap": train_gap, "val_gap": val_gap,
                           "val_se": val_se, "lr": lr})
         # Count as progress only what rises above a tenth of the validation noise.
         if val_gap > s.best_val + 0.1 * val_se:
             s.best_val, s.best_step, s.bad_evals = val_gap, s.step, 0
-            self.best_params = copy.deepcopy(self.critic.state_dict())
+            self.best_params = candidate
             return False
         if val_gap > s.best_val:  # tiny improvement: keep it, but it is a plateau
             s.best_val, s.best_step = val_gap, s.step
-            self.best_params = copy.deepcopy(self.critic.state_dict())
+            self.best_params = candidate
         s.bad_evals += 1
         if s.bad_evals < cfg.patience:
             return False
@@ -303,6 +351,8 @@ class CriticTrainer:
             # the start of over-fitting the training split.
             s.lr_drops += 1
             self.critic.load_state_dict(self.best_params)
+            if self.ema_params is not None:  # the average restarts there too
+                self.ema_params = [p.detach().clone() for p in self.critic.parameters()]
             self._set_lr(lr * cfg.lr_drop_factor)
             return False
         if cfg.early_stop:

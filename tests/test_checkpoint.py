@@ -56,6 +56,20 @@ def test_resuming_a_converged_run_does_not_train_again(tmp_path):
     assert again.value == first.value and again.steps == first.steps
 
 
+def test_a_checkpoint_from_a_run_without_the_parameter_average_is_refused_by_name(tmp_path):
+    """Checkpoints written before the moving average (no "ema" in them) cannot continue
+    a run that keeps one: a one-line ValueError naming the file, not a KeyError."""
+    x, y = _shifted_gaussians(100, 2)
+    kwargs = dict(critic="mlp", steps=20, eval_every=10, progress=False, checkpoint=tmp_path)
+    wdist.estimate_w1(x, y, **kwargs)
+    path = tmp_path / "mlp" / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)
+    del old["signature"]["ema"], old["signature"]["lr_drops"], old["trainer"]["ema"]
+    torch.save(old, path)
+    with pytest.raises(ValueError, match=r"checkpoint: .*checkpoint\.pt was written with other settings"):
+        wdist.estimate_w1(x, y, resume=True, **kwargs)
+
+
 def test_resume_needs_checkpoint(folders):
     assert_bad_input(invoke("estimate", *folders, "--resume"), "--checkpoint")
 

@@ -109,6 +109,9 @@ class Checkpointer:
         return {
             "seed": cfg.seed, "batch_size": cfg.batch_size, "max_steps": cfg.max_steps,
             "n_train": [len(trainer.train_idx[0]), len(trainer.train_idx[1])],
+            # A run without the parameter average (or with other drops) trains another critic;
+            # checkpoints written before them lack these keys and are refused by name.
+            "ema": cfg.ema, "lr_drops": cfg.lr_drops,
         }
 
     def maybe_save(self, trainer) -> None:

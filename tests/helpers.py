@@ -1,5 +1,6 @@
 """Shared test helpers: exact spectra, sample generators, folders of images and the CLI."""
 
+import json
 import os
 import re
 import struct
@@ -84,6 +85,23 @@ def run_wdist(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """The installed command line in a fresh process."""
     return subprocess.run([sys.executable, "-m", "wdist", *map(str, args)], capture_output=True, text=True,
                           env=ENV, timeout=timeout)
+
+
+def demo_quick_output(out: Path) -> tuple[list[str], dict]:
+    """``wdist demo --quick --out OUT`` in a fresh process: its printed lines and its
+    result.json, with OUT as ``<out>`` and the timing removed (what tests/data/demo_quick.json
+    pins; tests/data/record_demo_quick.py records it with this same function)."""
+    proc = run_wdist("demo", "--quick", "--out", out)
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr)
+
+    def placeholders(text: str) -> str:
+        return text.replace(str(out.resolve()), "<out>").replace(str(out), "<out>")
+
+    lines = [re.sub(r"[0-9.]+ s on cpu", "<seconds> s on cpu", ln) for ln in placeholders(proc.stdout).splitlines()]
+    result = json.loads(placeholders((out / "result.json").read_text()))
+    result.pop("seconds")
+    return lines, result
 
 
 def invoke(*args):

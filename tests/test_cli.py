@@ -22,7 +22,7 @@ from PIL import Image
 
 import wdist
 
-from helpers import (ENV, W1_LINE, assert_bad_input, folders, invoke, load_png_folder, one_thread,  # noqa: F401
+from helpers import (ENV, W1_LINE, assert_bad_input, demo_quick_output, folders, invoke, load_png_folder, one_thread,  # noqa: F401
                      run_wdist, write_folder)
 
 
@@ -304,15 +304,6 @@ def test_demo_quick_prints_and_writes_what_it_did_when_pinned(tmp_path):
     the layout change of issue 13; recorded again by tests/data/record_demo_quick.py when
     issue 14's parameter average meant to move it: 11.5895 -> 11.5251.)"""
     golden = json.loads((Path(__file__).parent / "data" / "demo_quick.json").read_text())
-    out = tmp_path / "demo"
-    proc = run_wdist("demo", "--quick", "--out", out)
-    assert proc.returncode == 0, proc.stderr
-
-    def placeholders(text: str) -> str:
-        return text.replace(str(out.resolve()), "<out>").replace(str(out), "<out>")
-
-    lines = [re.sub(r"[0-9.]+ s on cpu", "<seconds> s on cpu", ln) for ln in placeholders(proc.stdout).splitlines()]
+    lines, result = demo_quick_output(tmp_path / "demo")
     assert lines == golden["stdout"]
-    result = json.loads(placeholders((out / "result.json").read_text()))
-    result.pop("seconds")
     _same_up_to_rounding(result, golden["result"])

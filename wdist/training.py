@@ -152,7 +152,9 @@ class CriticTrainer:
         # Polyak average of the parameters (free, unconstrained tensors: every
         # layer builds its constrained weight from them, so the average is as
         # certifiable as the raw critic).
-        self.ema_params = [p.detach().clone() for p in critic.parameters()] if cfg.ema > 0 else None
+        self.ema_params: list[torch.Tensor] | None = None
+        if cfg.ema > 0:
+            self._restart_average()
 
     # -- checkpointing -----------------------------------------------------
     def state_dict(self) -> dict:
@@ -307,6 +309,10 @@ class CriticTrainer:
                                      1.0 - decay)
         return gap.detach().double()
 
+    def _restart_average(self) -> None:
+        """Start the moving average at the critic's current parameters."""
+        self.ema_params = [p.detach().clone() for p in self.critic.parameters()]
+
     @contextlib.contextmanager
     def _averaged(self):
         """The critic with its averaged parameters, for a validation (no-op without an average)."""
@@ -328,9 +334,7 @@ class CriticTrainer:
         cfg, s = self.cfg, self.state
         with self._averaged():
             val_gap, val_se = self.validation_gap()
-            candidate = self.critic.state_dict() if val_gap > s.best_val else None
-            if candidate is not None:
-                candidate = copy.deepcopy(candidate)
+            candidate = copy.deepcopy(self.critic.state_dict()) if val_gap > s.best_val else None
         lr = self.optimizer.param_groups[0]["lr"]
         s.history.append({"step": s.step, "train_gap": train_gap, "val_gap": val_gap,
                           "val_se": val_se, "lr": lr})
@@ -352,7 +356,7 @@ class CriticTrainer:
             s.lr_drops += 1
             self.critic.load_state_dict(self.best_params)
             if self.ema_params is not None:  # the average restarts there too
-                self.ema_params = [p.detach().clone() for p in self.critic.parameters()]
+                self._restart_average()
             self._set_lr(lr * cfg.lr_drop_factor)
             return False
         if cfg.early_stop:

@@ -2,16 +2,17 @@
 
 Run it from the repository root (``.venv/bin/python tests/data/record_demo_quick.py``)
 only for a change that is meant to move the demo's numbers, and say why in the commit:
-the pin exists so that moving code does not move a number by accident.
+the pin exists so that moving code does not move a number by accident.  The output is
+normalised by the same helper the pinning test uses (``helpers.demo_quick_output``).
 """
 
 import json
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import demo_quick_output  # noqa: E402 (tests/ on the path first)
 
 NOTE = ("wdist demo --quick after the critic's parameter average of issue 14 (EMA 0.99), "
         "timing removed; re-record with tests/data/record_demo_quick.py only for a change "
@@ -20,14 +21,7 @@ NOTE = ("wdist demo --quick after the critic's parameter average of issue 14 (EM
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "demo")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-        proc = subprocess.run([sys.executable, "-m", "wdist", "demo", "--quick", "--out", out],
-                              capture_output=True, text=True, env=env, check=True)
-        lines = [re.sub(r"[0-9.]+ s on cpu", "<seconds> s on cpu", ln.replace(out, "<out>"))
-                 for ln in proc.stdout.splitlines()]
-        result = json.loads((Path(out) / "result.json").read_text().replace(out, "<out>"))
-    result.pop("seconds")
+        lines, result = demo_quick_output(Path(tmp) / "demo")
     path = Path(__file__).with_name("demo_quick.json")
     path.write_text(json.dumps({"note": NOTE, "stdout": lines, "result": result}, indent=1) + "\n")
     print(f"{path}: {lines[0]}")

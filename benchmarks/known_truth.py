@@ -21,7 +21,11 @@ Two regimes, as a user meets them:
 
 Each row: truth (Monte-Carlo mean of ||y - T(y)|| with its standard error),
 value [lower, upper], value / truth, whether ``lower <= truth``, the chosen
-critic, its certified Lipschitz bound, wall time.  ``--seeds K`` adds the
+critic, its certified Lipschitz bound, wall time, and for the funnel pairs
+(:func:`ray_diagnostic`) the critic's mean gradient norm on the transport
+segments and its length-weighted cosine with them: their product is about the
+critic's population gap over W1, so they tell a network that loses gradient
+norm from one that points off the optimal rays.  ``--seeds K`` adds the
 honesty check: K seeds of one pair, how often ``lower <= truth``.
 
     .venv/bin/python benchmarks/known_truth.py              # the targets' grid (see README for time)
@@ -45,7 +49,7 @@ import numpy as np
 import torch
 
 import wdist
-from wdist.datasets import image_funnel_pair, korotin_pair, translation_samplers
+from wdist.datasets import FunnelPair, image_funnel_pair, korotin_pair, translation_samplers
 
 from _markdown import publish
 
@@ -55,6 +59,8 @@ RESULTS = Path(__file__).parent / "results"
 PUBLISHED = {(128, 4): (-8, -1), (128, 16): (-9, -14), (128, 64): (-34, -32), (128, 256): (-38, -42),
              (16, 4): (-3, None), (16, 256): (-60, None), (64, 16): (1, None)}
 SHIFT_NORM = 1.5
+#: Transport segments that :func:`ray_diagnostic` samples.
+RAY_POINTS = 512
 
 
 @dataclass(frozen=True)
@@ -89,20 +95,53 @@ def _number(text: str) -> int | float:
         return float(text)
 
 
+def funnel_pair(name: str, seed: int = 0) -> FunnelPair | None:
+    """The :class:`~wdist.datasets.FunnelPair` of a named pair (None for a translation)."""
+    if name.startswith("shift"):
+        return None
+    if name.startswith("k"):
+        dim, funnels = map(int, name[1:].split("-"))
+        return korotin_pair(dim, funnels, seed=seed)
+    _, base, funnels, deg = name.split("-")
+    return image_funnel_pair(base, int(funnels), float(deg), seed=seed)
+
+
 def make_pair(name: str, seed: int = 0):
     """(x sampler, y sampler, truth, truth standard error) of a named pair."""
     if name.startswith("shift"):
         sx, sy, truth = translation_samplers((int(name[5:]),), SHIFT_NORM, seed=seed)
         return sx, sy, truth, 0.0
-    if name.startswith("k"):
-        dim, funnels = map(int, name[1:].split("-"))
-        pair = korotin_pair(dim, funnels, seed=seed)
-    else:
-        _, base, funnels, deg = name.split("-")
-        pair = image_funnel_pair(base, int(funnels), float(deg), seed=seed)
+    pair = funnel_pair(name, seed)
     truth, se = pair.truth(100_000 if pair.dim <= 1024 else 20_000)
     sx, sy = pair.samplers(seed=seed + 1)
     return sx, sy, truth, se
+
+
+def ray_diagnostic(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: int = RAY_POINTS,
+                   seed: int = 0) -> tuple[float, float]:
+    """(mean ``||grad g||``, length-weighted mean cosine of ``grad g`` with the transport)
+    at one uniform point of each of ``m`` fresh transport segments ``[y, T(y)]``.
+
+    ``g = critic / scale``.  With s uniform on [0, 1],
+    ``E[<grad g(y + s (x - y)), x - y>] = E[g(x) - g(y)]``, so the length-weighted mean
+    slope is the critic's population gap over W1: it splits the shortfall of value/truth
+    into a gradient norm below 1 (the network loses norm) and a cosine below 1 (it points
+    off the optimal rays).
+    """
+    rng = np.random.default_rng([seed, 7])
+    y = pair.sample_base(m, rng)
+    x = pair.transport(y)
+    z = y + rng.uniform(size=(m, 1)) * (x - y)
+    pts = torch.from_numpy(z.astype(np.float32)).reshape(m, *pair.shape).requires_grad_(True)
+    device = next(critic.parameters()).device
+    (grad,) = torch.autograd.grad(critic(pts.to(device)).sum() / scale, pts)
+    grad = grad.reshape(m, -1).double()
+    seg = torch.from_numpy(x - y)
+    length = seg.norm(dim=1)
+    norm = grad.norm(dim=1)
+    slope = (grad * seg).sum(dim=1) / length.clamp_min(1e-300)
+    cosine = (length * slope).sum() / (length * norm).sum().clamp_min(1e-300)
+    return float(norm.mean()), float(cosine)
 
 
 def run_case(case: Case, seed: int = 0) -> dict:
@@ -117,7 +156,16 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
+        **_rays(case.pair, seed, res),
     }
+
+
+def _rays(name: str, seed: int, res) -> dict:
+    pair = funnel_pair(name, seed)
+    if pair is None or res.critic is None:
+        return {}
+    grad_norm, cosine = ray_diagnostic(res.critic, pair, max(1.0, res.lipschitz), seed=seed)
+    return {"ray_grad_norm": grad_norm, "ray_cosine": cosine}
 
 
 # The grid behind the issue's targets (full mode) and a seconds-long smoke grid (--quick).
@@ -147,11 +195,15 @@ def _row(r: dict) -> list[str]:
     return [r["pair"], regime + (f" ({opts})" if opts else ""), f"{r['truth']:.4g} ± {r['truth_se']:.2g}",
             f"{r['value']:.4g} [{r['lower']:.4g}, {r['upper']:.4g}]", f"**{r['ratio']:.3f}**",
             "yes" if r["lower_ok"] else "**NO**", f"{r['critic']}" + (f" x{r['folds']}" if r["folds"] > 1 else ""),
-            f"{r['lipschitz']:.6f}", f"{r['seconds']:.0f} s", _pct(sort_out), _pct(gp)]
+            f"{r['lipschitz']:.6f}", _rays_cell(r), f"{r['seconds']:.0f} s", _pct(sort_out), _pct(gp)]
+
+
+def _rays_cell(r: dict) -> str:
+    return f"{r['ray_grad_norm']:.3f} / {r['ray_cosine']:.3f}" if "ray_cosine" in r else ""
 
 
 HEADER = ["pair", "regime", "true W1", "wdist [CI]", "value / truth", "lower <= truth", "critic", "Lipschitz",
-          "time", "Korotin sort-out", "Korotin WGAN-GP"]
+          "grad norm / cos on rays", "time", "Korotin sort-out", "Korotin WGAN-GP"]
 
 
 def plot(rows: list[dict], path: Path) -> None:

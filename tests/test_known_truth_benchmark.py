@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,5 +24,45 @@ def test_known_truth_quick_writes_honest_rows(tmp_path):
         assert row["lipschitz"] <= 1 + 1e-4
         assert row["lower"] <= row["truth"] + 3 * row["truth_se"]  # a certified lower bound
         assert 0 < row["ratio"] < 1.2
+        if not row["pair"].startswith("shift"):  # the funnel pairs have transport rays to check
+            assert 0 < row["ray_grad_norm"] <= 1 + 1e-3 and -1 <= row["ray_cosine"] <= 1
     assert (tmp_path / "known_truth-quick.md").read_text().count("\n|") >= len(rows) + 1
     assert (tmp_path / "known_truth-quick.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def known_truth_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import known_truth
+        yield known_truth
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+class _Funnel(torch.nn.Module):
+    """``sign * u`` for a pair's min-funnel potential u (``-u`` is an optimal critic)."""
+
+    def __init__(self, pair, sign: float) -> None:
+        super().__init__()
+        self.centres = torch.nn.Parameter(torch.from_numpy(pair.centres), requires_grad=False)
+        self.offsets = torch.from_numpy(pair.offsets)
+        self.sign = sign
+
+    def forward(self, z):
+        u = (torch.cdist(z.flatten(1).double(), self.centres) + self.offsets).amin(dim=1)
+        return self.sign * u
+
+
+@pytest.mark.parametrize("name", ["k16-4", "img-digits-16-100"])
+def test_ray_diagnostic_is_one_for_the_optimal_potential_and_scales_with_the_critic(known_truth_module, name):
+    pair = known_truth_module.funnel_pair(name)
+    norm, cosine = known_truth_module.ray_diagnostic(_Funnel(pair, -1.0), pair, 1.0, m=256)
+    assert norm == pytest.approx(1.0, abs=1e-9) and cosine == pytest.approx(1.0, abs=1e-9)
+    # The potential itself points against every ray; a critic scaled by 1/2 has half the norm.
+    norm, cosine = known_truth_module.ray_diagnostic(_Funnel(pair, 1.0), pair, 2.0, m=256)
+    assert norm == pytest.approx(0.5, abs=1e-9) and cosine == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_ray_diagnostic_has_no_row_for_a_translation(known_truth_module):
+    assert known_truth_module.funnel_pair("shift16") is None

@@ -107,14 +107,14 @@ def funnel_pair(name: str, seed: int = 0) -> FunnelPair | None:
 
 
 def make_pair(name: str, seed: int = 0):
-    """(x sampler, y sampler, truth, truth standard error) of a named pair."""
+    """(x sampler, y sampler, truth, truth standard error, funnel pair or None) of a named pair."""
     if name.startswith("shift"):
         sx, sy, truth = translation_samplers((int(name[5:]),), SHIFT_NORM, seed=seed)
-        return sx, sy, truth, 0.0
+        return sx, sy, truth, 0.0, None
     pair = funnel_pair(name, seed)
     truth, se = pair.truth(100_000 if pair.dim <= 1024 else 20_000)
     sx, sy = pair.samplers(seed=seed + 1)
-    return sx, sy, truth, se
+    return sx, sy, truth, se, pair
 
 
 def ray_diagnostic(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: int = RAY_POINTS,
@@ -145,7 +145,7 @@ def ray_diagnostic(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: i
 
 
 def run_case(case: Case, seed: int = 0) -> dict:
-    sx, sy, truth, truth_se = make_pair(case.pair, seed)
+    sx, sy, truth, truth_se, pair = make_pair(case.pair, seed)
     inputs = (sx(case.n), sy(case.n)) if case.regime == "finite" else (sx, sy)
     start = time.perf_counter()
     res = wdist.estimate_w1(*inputs, progress=False, seed=seed, **case.options)
@@ -156,12 +156,11 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
-        **_rays(case.pair, seed, res),
+        **_rays(pair, seed, res),
     }
 
 
-def _rays(name: str, seed: int, res) -> dict:
-    pair = funnel_pair(name, seed)
+def _rays(pair: FunnelPair | None, seed: int, res) -> dict:
     if pair is None or res.critic is None:
         return {}
     grad_norm, cosine = ray_diagnostic(res.critic, pair, max(1.0, res.lipschitz), seed=seed)

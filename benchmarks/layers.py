@@ -226,7 +226,7 @@ def main() -> None:
         "Default image critic (wdist.critics.bcop_critic): full training step vs the same network unconstrained",
         "Forward over both sides' batches, backward, Adam step; the certified critic also retracts its "
         "free parameters (as wdist's trainer does). The unconstrained twin has nn.Conv2d / nn.Linear of "
-        "the same shapes and the same MaxMin activations.",
+        "the same shapes and the same activations.",
         ["sample shape", "batch", "unconstrained ms", "certified ms", "ratio"], critic_cells)
     args.out.write_text(text)
     plot(rows, args.out.with_suffix(".png"))

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import wdist
-from wdist.critics import CRITICS, GradientPenaltyCritic, build_critic, lipschitz_by_construction
-from wdist.nn import OSSNConv2d, RKOConv2d
+from wdist.critics import CONV_GROUP, CRITICS, GradientPenaltyCritic, build_critic, lipschitz_by_construction
+from wdist.nn import GroupSort, OSSNConv2d, RKOConv2d
 
 from helpers import circular_conv_singular_values
 from test_nn import _train_randomly
@@ -123,9 +123,11 @@ def test_relu_variants_use_relu_and_the_same_shapes():
     shape = (3, 16, 16)
     for base in ("bcop", "rko", "ossn"):
         plain, relu = build_critic(base, shape), build_critic(f"{base}-relu", shape)
+        sorts = [m for m in plain if isinstance(m, GroupSort)]
+        assert sorts and all(m.group_size == CONV_GROUP for m in sorts)  # the certified critics sort groups of 8
         assert [type(m).__name__ for m in relu if not isinstance(m, nn.ReLU)] == \
-               [type(m).__name__ for m in plain if type(m).__name__ != "MaxMin"]
-        assert sum(isinstance(m, nn.ReLU) for m in relu) == sum(type(m).__name__ == "MaxMin" for m in plain)
+               [type(m).__name__ for m in plain if not isinstance(m, GroupSort)]
+        assert sum(isinstance(m, nn.ReLU) for m in relu) == len(sorts)
         assert sum(p.numel() for p in relu.parameters()) == sum(p.numel() for p in plain.parameters())
 
 

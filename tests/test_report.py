@@ -57,6 +57,26 @@ def test_bad_metadata_is_a_value_error_naming_the_file(tmp_path, meta, match):
     assert str(path) in str(info.value)
 
 
+def test_a_critic_saved_with_other_layers_is_refused_not_loaded_into_another_function(tmp_path):
+    """Activations carry no weights: a bcop critic saved with MaxMin (before the
+    convolutional critics sorted groups of 8) would load without error and compute
+    another function; the recorded architecture makes it a ValueError naming the file."""
+    from wdist.critics import bcop_critic
+    from wdist.nn import MaxMin
+
+    old = bcop_critic((1, 8, 8), activation=MaxMin)
+    state = {k: v.contiguous() for k, v in old.state_dict().items()}
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path), metadata={"critic": "bcop", "sample_shape": "[1, 8, 8]", "architecture": str(old)})
+    with pytest.raises(ValueError, match="other layers") as info:
+        wdist.load_critic(path)
+    assert str(path) in str(info.value) and "MaxMin" in str(info.value)
+    # the same weights recorded with today's layers load
+    save_file(state, str(path), metadata={"critic": "bcop", "sample_shape": "[1, 8, 8]",
+                                          "architecture": str(build_critic("bcop", (1, 8, 8)))})
+    assert wdist.load_critic(path).sample_shape == (1, 8, 8)
+
+
 def test_a_file_that_is_not_safetensors_is_a_value_error_naming_it(tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"not a safetensors file")

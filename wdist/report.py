@@ -276,8 +276,11 @@ def save_critic(result: W1Result, path: str | Path) -> Path:
     """The critic's ``state_dict`` as safetensors (contiguous copies: no shared storage).
 
     The metadata names the critic and the sample shape, so that
-    :func:`load_critic` can rebuild it; the Lipschitz bound stored beside them
-    is for people only (:func:`load_critic` recomputes it).
+    :func:`load_critic` can rebuild it, and keeps the module's printed layers
+    (``architecture``), so that a wdist whose named critic has other layers
+    refuses the file instead of loading its weights into another function; the
+    Lipschitz bound stored beside them is for people only (:func:`load_critic`
+    recomputes it).
     """
     from safetensors.torch import save_file  # imported on use: start-up time
 
@@ -285,7 +288,8 @@ def save_critic(result: W1Result, path: str | Path) -> Path:
     cross_fitted = isinstance(result.critic, CrossFitCritic)
     meta = {"critic": CROSS_FIT if cross_fitted else str(result.settings.critic),
             "lipschitz": repr(result.lipschitz),
-            "sample_shape": json.dumps(result.settings.sample_shape), "wdist_version": __version__}
+            "sample_shape": json.dumps(result.settings.sample_shape), "wdist_version": __version__,
+            "architecture": str(result.critic)}
     if cross_fitted:  # the mean of the folds' critics: each fold's architecture, in order
         meta["fold_critics"] = json.dumps(result.settings.fold_critics)
     return write_file(path, lambda p: save_file(state, str(p), metadata=meta))
@@ -341,7 +345,25 @@ def load_critic(path: str | Path) -> nn.Module:
     if name == CROSS_FIT:
         return _load_cross_fit(path, meta, state)
     shape = _sample_shape(path, meta.get("sample_shape"))
-    return _with_weights(path, _build_named(path, name, shape, state), shape, state, f"a {name} critic")
+    critic = _with_weights(path, _build_named(path, name, shape, state), shape, state, f"a {name} critic")
+    _check_architecture(path, meta, critic)
+    return critic
+
+
+def _check_architecture(path: Path, meta: dict, critic: nn.Module) -> None:
+    """Refuse a file whose saved layers differ from the rebuilt ones (files without the record pass).
+
+    Activations have no weights, so a critic saved with MaxMin loads without
+    error into a GroupSort network (the convolutional critics' default since
+    issue 14) and would score data with a function that was never trained.
+    """
+    saved = meta.get("architecture")
+    if saved is None or saved == str(critic):
+        return
+    diff = next((f"{a.strip()!r} here, {b.strip()!r} in the file"
+                 for a, b in zip(str(critic).splitlines(), saved.splitlines()) if a != b), "a different depth")
+    raise ValueError(f"{path}: saved by a wdist whose {meta.get('critic')!r} critic has other layers ({diff}); "
+                     "rebuild the saved architecture and call load_state_dict")
 
 
 def _build_named(path: Path, name: str, shape: tuple[int, ...], state: dict, prefix: str = "") -> nn.Module:
@@ -378,7 +400,9 @@ def _load_cross_fit(path: Path, meta: dict, state: dict) -> nn.Module:
         raise ValueError(f"{path}: a cross-fitted critic needs its fold_critics metadata and scales")
     critics = [_build_named(path, n, shape, state, f"critics.{k}.") for k, n in enumerate(names)]
     critic = CrossFitCritic(critics, state["scales"].tolist())
-    return _with_weights(path, critic, shape, state, f"the cross-fitted critics {names}")
+    critic = _with_weights(path, critic, shape, state, f"the cross-fitted critics {names}")
+    _check_architecture(path, meta, critic)
+    return critic
 
 
 # ---------------------------------------------------------------- the files

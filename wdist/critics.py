@@ -43,7 +43,7 @@ MLP_GROUP = 16
 
 #: GroupSort group of the convolutional critics (BCOP, RKO, OSSN): channels sorted in
 #: groups of 8 instead of pairs.  The BCOP critic alone on issue 14's generator-free image
-#: pairs (finite, seed 0; benchmarks/README.md): photo patches N=1 0.976 -> 0.986 of the true
+#: pairs (finite, seed 0; benchmarks/README.md): photo patches N=1 0.976 -> 0.985 of the true
 #: W1, 8x8 digits 0.969 -> 0.982, photo patches N=16 deg 100 0.947 -> 0.947; groups of 4:
 #: 0.981 / 0.974 / 0.950; groups of 16: 0.966 on N=1.  A sort of 8 costs what MaxMin's pass
 #: costs (26 vs 28 ms of a 180 ms step); the runs are longer because they keep improving.

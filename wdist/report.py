@@ -345,9 +345,9 @@ def load_critic(path: str | Path) -> nn.Module:
     if name == CROSS_FIT:
         return _load_cross_fit(path, meta, state)
     shape = _sample_shape(path, meta.get("sample_shape"))
-    critic = _with_weights(path, _build_named(path, name, shape, state), shape, state, f"a {name} critic")
+    critic = _build_named(path, name, shape, state)
     _check_architecture(path, meta, critic)
-    return critic
+    return _with_weights(path, critic, shape, state, f"a {name} critic")
 
 
 def _check_architecture(path: Path, meta: dict, critic: nn.Module) -> None:
@@ -400,9 +400,8 @@ def _load_cross_fit(path: Path, meta: dict, state: dict) -> nn.Module:
         raise ValueError(f"{path}: a cross-fitted critic needs its fold_critics metadata and scales")
     critics = [_build_named(path, n, shape, state, f"critics.{k}.") for k, n in enumerate(names)]
     critic = CrossFitCritic(critics, state["scales"].tolist())
-    critic = _with_weights(path, critic, shape, state, f"the cross-fitted critics {names}")
     _check_architecture(path, meta, critic)
-    return critic
+    return _with_weights(path, critic, shape, state, f"the cross-fitted critics {names}")
 
 
 # ---------------------------------------------------------------- the files

@@ -33,6 +33,7 @@ import pytest
 import torch
 
 from wdist import distributed
+from wdist.nn.bjorck import DEFAULT_BJORCK_TOL
 from wdist.training import gap_statistics
 
 from test_cli import W1_LINE, write_folder
@@ -57,7 +58,11 @@ def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
 def within_tolerance(a: dict, b: dict) -> None:
     se = max(a["std_error"], b["std_error"])
     assert abs(a["value"] - b["value"]) <= 0.5 * se, (a["value"], b["value"], se)
-    assert a["lipschitz"] == pytest.approx(b["lipschitz"], abs=1e-5)
+    # The two runs' critics differ by summation order, and a Björck layer stops iterating once its
+    # singular values are within DEFAULT_BJORCK_TOL of 1: two certified bounds of such critics may
+    # differ by up to that (1e-5 held with MaxMin by luck; groups of 8 gave 0.999999 vs 0.999915).
+    assert a["lipschitz"] <= 1 + 1e-4 and b["lipschitz"] <= 1 + 1e-4
+    assert a["lipschitz"] == pytest.approx(b["lipschitz"], abs=DEFAULT_BJORCK_TOL)
     assert a["n_test"] == b["n_test"] and a["n_train"] == b["n_train"]
 
 

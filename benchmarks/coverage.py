@@ -77,7 +77,7 @@ def main() -> None:
     rows = [run(d, n, seeds) for d in (2, 16) for n in sizes]
     command = " ".join(["python benchmarks/coverage.py", *sys.argv[1:]])
     notes = (f"Machine: {platform.machine()}, torch {torch.__version__}. Command: "
-             f"`{command}`. Linear critic (closed form, refit on training + validation), "
+             f"`{command}`. Linear critic (closed form, cross-fitted in tenths of the test split), "
              "holdout 0.5, 95% levels (the bracket's sides at 97.5% each). With k seeds a row's "
              "coverage is a binomial count: at a true 97.5% one-sided rate, 20 seeds show 18/20 or "
              "fewer 9% of the time.")

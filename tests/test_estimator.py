@@ -42,7 +42,10 @@ def test_the_linear_critic_is_the_exact_maximiser_of_its_training_gap():
 
 
 @pytest.mark.parametrize("critic", ["linear", "auto"])
-def test_a_chosen_linear_critic_is_refit_on_training_and_validation_but_never_test_samples(critic):
+def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other_sample(critic):
+    """Cross-fitting within the test split: chunk j's values come from the linear critic set
+    from the means of all samples but chunk j (never from one that saw them); the value is
+    the mean of the chunks' gaps, and the kept critic is set from all the samples."""
     n, d = 1000, 8
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(n, d, generator=gen) + torch.tensor([1.0] + [0.0] * (d - 1))
@@ -52,15 +55,19 @@ def test_a_chosen_linear_critic_is_refit_on_training_and_validation_but_never_te
     # The estimator's own split (same seed, x then y): the test halves are known.
     split = torch.Generator().manual_seed(3)
     (sx,), (sy,) = (wdist.data.split_indices(n, 0.5, split, name) for name in ("x", "y"))
-    rest_x, rest_y = torch.cat([sx.train, sx.val]), torch.cat([sy.train, sy.val])
-    assert res.n_train == (len(rest_x), len(rest_y)) == (n // 2, n // 2)
-    direction = (x[rest_x].double().mean(0) - y[rest_y].double().mean(0))
+    chunks = wdist.estimator.CLOSED_FORM_TEST_FOLDS
+    gaps = []
+    for cx, cy in zip(torch.tensor_split(sx.test, chunks), torch.tensor_split(sy.test, chunks)):
+        others_x = torch.ones(n, dtype=torch.bool).index_fill_(0, cx, False)
+        others_y = torch.ones(n, dtype=torch.bool).index_fill_(0, cy, False)
+        direction = x[others_x].double().mean(0) - y[others_y].double().mean(0)
+        gaps.append(float(direction @ (x[cx].double().mean(0) - y[cy].double().mean(0)) / direction.norm()))
+    assert res.value == pytest.approx(sum(gaps) / chunks, rel=1e-5)
+    direction = x.double().mean(0) - y.double().mean(0)
     with torch.no_grad():
         slope = (res.critic(torch.eye(d)) - res.critic(torch.zeros(1, d))).reshape(-1).double()
     assert torch.allclose(slope, direction / direction.norm(), atol=1e-5)
-    # ... and the value is that critic's gap on the untouched test halves.
-    test_gap = float(slope @ (x[sx.test].double().mean(0) - y[sy.test].double().mean(0)))
-    assert res.value == pytest.approx(test_gap, rel=1e-5)
+    assert res.n_train == (n, n)
     assert res.settings.ema == 0.0  # set, not stepped: no average to keep
 
 

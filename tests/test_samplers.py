@@ -179,3 +179,15 @@ def test_cross_fitted_user_critics_start_pristine_and_never_see_their_test_fold(
         # earlier fold's trained critic would have seen them
         assert int(unseen) == 140, f"fold {k} saw rows it tests on"
     assert not critic[0].seen  # the user's module itself stays untouched
+
+
+def test_two_samplers_may_train_longer_than_finite_samples():
+    """Fresh draws cannot be over-fitted: with two samplers a default run ends when its
+    learning-rate drops converge (cap 10,000 steps), on finite samples at 4,000."""
+    from wdist.estimator import DEFAULT_MAX_STEPS, DEFAULT_MAX_STEPS_FRESH, _train_config
+
+    fresh = _train_config(None, None, None, None, 0, None)
+    finite = _train_config(None, None, None, None, 0, 500)
+    assert (fresh.max_steps, finite.max_steps) == (DEFAULT_MAX_STEPS_FRESH, DEFAULT_MAX_STEPS) == (10_000, 4000)
+    assert fresh.lr_drops == 2 and finite.lr_drops == 0
+    assert _train_config(300, None, None, None, 0, None).max_steps == 300  # given steps are exact

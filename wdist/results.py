@@ -210,7 +210,9 @@ class W1Result:
     n_train, n_validation, n_test : (int, int)
         Samples per side in each role (first fold; ``n_test`` counts all folds).
         A sampler side's ``n_train`` is the number of fresh samples its
-        training drew.
+        training drew; a chosen linear critic's, every sample of the side
+        (the kept critic is set from all of them; each tenth of the test
+        split was scored by one set from all the others).
     history : list of dict
         One entry per evaluation: step, train_gap (mean minibatch gap since the
         previous evaluation), val_gap, val_se, lr.

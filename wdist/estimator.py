@@ -325,25 +325,13 @@ def _fit_closed_form(spec, trainer: CriticTrainer, xs: _Side, ys: _Side) -> None
     trainer.adopt(train_gap, CLOSED_FORM_DRAWS if xs.sampler is not None or ys.sampler is not None else None)
 
 
-def _refit_on_validation_too(fit: _FoldFit, k: int, xs: _Side, ys: _Side) -> None:
-    """Once a closed-form critic is chosen, set it again from the means of its training
-    *and* validation samples.
-
-    Validation has done its work (the choice, made above, stands; the history keeps
-    its gaps), and a closed-form fit has no steps to stop: those samples are worth
-    more as training data.  The test split is still untouched, so the interval stays
-    valid.  The linear critic's reachable gap grows like 1/sqrt(1 + 2d/(m W1^2)) in
-    the m training samples per side: m from 40% to 50% of the samples lifts the
-    256-d translation of the known-truth benchmark (n = 5000, seed 0) from 0.932
-    to 0.941 of the true W1 (``known_truth.py --case
-    shift256:finite:5000:critic=linear``).
-    """
-    spec = CRITICS.get(fit.name)
-    if spec is None or spec.fit_to_means is None or xs.sampler is not None or ys.sampler is not None:
-        return
-    trainer = fit.trainer
-    trainer.train_idx = tuple(torch.cat([side.fold(k).train, side.fold(k).val]) for side in (xs, ys))
-    _set_to_means(spec, trainer, xs, ys)
+def _chunk_sums(side: _Side, fold: Split, chunks: int):
+    """(sum of all the fold's samples, their count, the test chunks, each chunk's sum): one pass."""
+    rest = torch.cat([fold.train, fold.val])
+    parts = torch.tensor_split(fold.test, chunks)
+    sums = [sample_mean(side.samples, part) * len(part) for part in parts]
+    total = sample_mean(side.samples, rest) * len(rest) + sum(sums)
+    return total, len(rest) + len(fold.test), parts, sums
 
 
 def _closed_form_fold(fit: _FoldFit, k: int, xs: _Side, ys: _Side, bs: int, dev) -> tuple[float, float, float] | None:
@@ -361,28 +349,22 @@ def _closed_form_fold(fit: _FoldFit, k: int, xs: _Side, ys: _Side, bs: int, dev)
     if spec is None or spec.fit_to_means is None or xs.sampler is not None or ys.sampler is not None:
         return None
     fold_x, fold_y = xs.fold(k), ys.fold(k)
-    chunks = min(CLOSED_FORM_TEST_FOLDS, len(fold_x.test) // 2, len(fold_y.test) // 2)
-    if chunks < 2 or fold_x.test is fold_x.train:  # in-sample mode: nothing held out
+    if fold_x.test is fold_x.train:  # in-sample mode: nothing held out, the training fit stands
         return None
-    sums = []
-    for side, fold in ((xs, fold_x), (ys, fold_y)):
-        rest = torch.cat([fold.train, fold.val])
-        parts = torch.tensor_split(fold.test, chunks)
-        rest_sum = sample_mean(side.samples, rest) * len(rest)
-        part_sums = [sample_mean(side.samples, part) * len(part) for part in parts]
-        sums.append((rest_sum + sum(part_sums), len(rest) + len(fold.test), parts, part_sums))
+    # One chunk (a test split under 4 samples) is the plain refit on training + validation.
+    chunks = max(1, min(CLOSED_FORM_TEST_FOLDS, len(fold_x.test) // 2, len(fold_y.test) // 2))
+    sides = [_chunk_sums(side, fold, chunks) for side, fold in ((xs, fold_x), (ys, fold_y))]
     critic, gap, var, bounds = fit.trainer.critic, 0.0, 0.0, []
     for j in range(chunks):
-        means = [(total - part_sums[j]) / (count - len(parts[j])) for total, count, parts, part_sums in sums]
-        spec.fit_to_means(critic, *means)
+        others = ((total - sums[j]) / (count - len(parts[j])) for total, count, parts, sums in sides)
+        spec.fit_to_means(critic, *others)
         bound = lipschitz_bound(critic, xs.shape)
-        scale = max(1.0, bound)
-        fx, fy = (critic_values(critic, side.samples, distributed.share(s[2][j]), bs, dev) / scale
-                  for side, s in ((xs, sums[0]), (ys, sums[1])))
+        fx, fy = (critic_values(critic, side.samples, distributed.share(parts[j]), bs, dev) / max(1.0, bound)
+                  for side, (_, _, parts, _) in zip((xs, ys), sides))
         g, se = gap_statistics(fx, fy)
         gap, var = gap + g / chunks, var + (se / chunks) ** 2
         bounds.append(bound)
-    spec.fit_to_means(critic, *(total / count for total, count, _, _ in sums))
+    spec.fit_to_means(critic, *(total / count for total, count, _, _ in sides))
     fit.trainer.train_idx = tuple(torch.cat([f.train, f.val, f.test]) for f in (fold_x, fold_y))
     return gap, math.sqrt(var), max(bounds)
 
@@ -396,7 +378,6 @@ def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given:
     if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
     fit = _FoldFit(trained, name)
-    _refit_on_validation_too(fit, k, xs, ys)
     return fit
 
 
@@ -405,8 +386,8 @@ def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
     """Pooled test gap of the certified fold critics, its standard error, max bound, and the critic.
 
     Fold k's critic scores only fold k's test samples (a closed-form critic: each
-    chunk of them, by its fit to all the fold's other samples, :func:`_closed_form_fold`).  Given the critics,
-    the folds' test values are independent, so the variance of the pooled
+    chunk of them, by its fit to all the fold's other samples, :func:`_closed_form_fold`).
+    Given the critics, the folds' test values are independent, so the variance of the pooled
     mean is the sum of the folds' weighted within-fold variances.
     """
     bs = max(cfg.batch_size, 256)

@@ -38,7 +38,8 @@ def test_the_certificate_is_recomputed_not_read_from_the_metadata(tmp_path):
     true_bound = wdist.lipschitz_bound(critic, (4,))
     assert true_bound > 1.01
     path = tmp_path / "tampered.safetensors"
-    save_file(state, str(path), metadata={"critic": "wgan-gp", "sample_shape": "[4]", "lipschitz": "1.0"})
+    save_file(state, str(path), metadata={"critic": "wgan-gp", "sample_shape": "[4]", "lipschitz": "1.0",
+                                          "architecture": str(critic)})
     loaded = wdist.load_critic(path)
     assert loaded.lipschitz == pytest.approx(true_bound, rel=1e-12)
 
@@ -75,6 +76,26 @@ def test_a_critic_saved_with_other_layers_is_refused_not_loaded_into_another_fun
     save_file(state, str(path), metadata={"critic": "bcop", "sample_shape": "[1, 8, 8]",
                                           "architecture": str(build_critic("bcop", (1, 8, 8)))})
     assert wdist.load_critic(path).sample_shape == (1, 8, 8)
+
+
+def test_a_file_without_a_layer_record_loads_only_where_its_weights_fix_the_function(tmp_path):
+    """Files written before wdist recorded the layers: nothing tells a MaxMin file from
+    a GroupSort one, so a critic with weightless layers is refused (naming the file and
+    those layers); a linear critic's function is its weights, so it still loads."""
+    for name, shape, loads in [("bcop", (1, 8, 8), False), ("mlp", (4,), False), ("linear", (4,), True)]:
+        critic = build_critic(name, shape)
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in critic.state_dict().items()}, str(path),
+                  metadata={"critic": name, "sample_shape": json.dumps(list(shape))})
+        if loads:
+            x = torch.randn(5, *shape)
+            with torch.no_grad():
+                assert torch.equal(wdist.load_critic(path)(x), critic(x))
+            continue
+        with pytest.raises(ValueError, match="without a record of its layers") as info:
+            wdist.load_critic(path)
+        message = str(info.value)
+        assert str(path) in message and "GroupSort" in message and "\n" not in message
 
 
 def test_a_file_that_is_not_safetensors_is_a_value_error_naming_it(tmp_path):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from ._version import __version__
@@ -350,15 +351,38 @@ def load_critic(path: str | Path) -> nn.Module:
     return _with_weights(path, critic, shape, state, f"a {name} critic")
 
 
+def _weightless_layers(critic: nn.Module) -> list[str]:
+    """Names of the layers whose function the weights do not pin down (activations,
+    downsampling): leaves without parameters or buffers, other than ``Flatten`` and
+    the parametrizations that build a layer's weight from its parameters."""
+    built = {id(part) for m in critic.modules() if isinstance(m, parametrize.ParametrizationList)
+             for part in m.modules()}
+    return sorted({type(m).__name__ for m in critic.modules()
+                   if id(m) not in built and not isinstance(m, nn.Flatten) and not any(True for _ in m.children())
+                   and not any(True for _ in m.parameters(recurse=False))
+                   and not any(True for _ in m.buffers(recurse=False))})
+
+
 def _check_architecture(path: Path, meta: dict, critic: nn.Module) -> None:
-    """Refuse a file whose saved layers differ from the rebuilt ones (files without the record pass).
+    """Refuse a file whose saved layers differ from the rebuilt ones.
 
     Activations have no weights, so a critic saved with MaxMin loads without
     error into a GroupSort network (the convolutional critics' default since
     issue 14) and would score data with a function that was never trained.
+    A file without the record (written before wdist kept it) is refused too
+    when the critic has such layers; one whose function its weights fix
+    (linear, anchors) still loads.
     """
     saved = meta.get("architecture")
-    if saved is None or saved == str(critic):
+    if saved is None:
+        unchecked = _weightless_layers(critic)
+        if unchecked:
+            raise ValueError(f"{path}: saved without a record of its layers (by an older wdist), so its "
+                             f"{', '.join(unchecked)} layers cannot be checked against this wdist's "
+                             f"{meta.get('critic')!r} critic; rebuild the layers it was trained with and call "
+                             "load_state_dict, or re-run the estimate")
+        return
+    if saved == str(critic):
         return
     diff = next((f"{a.strip()!r} here, {b.strip()!r} in the file"
                  for a, b in zip(str(critic).splitlines(), saved.splitlines()) if a != b), "a different depth")

@@ -279,8 +279,17 @@ def test_score_names_an_unreadable_critic_file(folders, tmp_path):
     assert_bad_input(invoke("score", folders[0], "--critic", tmp_path / "junk.safetensors"), "junk.safetensors")
 
 
+# The BCOP candidate's validation score comes out of 30 training steps through oneDNN
+# convolutions, whose kernels depend on the CPU's instruction set, and training amplifies
+# their rounding: 11.0912 on the machine that recorded the pin, 11.0596 on an AMD EPYC with
+# AVX-512 (CI's, 2026-12-02), every other number equal to 1e-9.  It only has to lose to
+# the chosen linear critic (13.14), which the printed lines check exactly.
+TRAINED_CONV_PATHS = {"result.settings.candidates.bcop": 1e-2}
+
+
 def _same_up_to_rounding(got, want, path="result"):
-    """Equal structure, strings and ints; floats within 1e-6 (another CPU may round differently)."""
+    """Equal structure, strings and ints; floats within 1e-6 (another CPU may round
+    differently), or the wider tolerance TRAINED_CONV_PATHS gives a trained convolution."""
     assert type(got) is type(want) or {type(got), type(want)} <= {int, float}, path
     if isinstance(want, dict):
         assert list(got) == list(want), path  # same keys in the same order
@@ -291,7 +300,7 @@ def _same_up_to_rounding(got, want, path="result"):
         for i, (g, w) in enumerate(zip(got, want)):
             _same_up_to_rounding(g, w, f"{path}[{i}]")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-9), path
+        assert got == pytest.approx(want, rel=TRAINED_CONV_PATHS.get(path, 1e-6), abs=1e-9), path
     else:
         assert got == want, path
 

@@ -71,6 +71,24 @@ def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other
     assert res.settings.ema == 0.0  # set, not stepped: no average to keep
 
 
+def test_a_test_split_keeps_at_most_max_test_split_samples_and_the_rest_trains():
+    """Past 10,000 test samples a side, held-out samples go to training: a split of
+    2 x 25,000 at holdout=0.5 tests 10,000 (not 12,500), validates a fifth of the
+    rest and trains on the remaining 12,000; a small side keeps its fraction."""
+    cap = wdist.estimator.MAX_TEST_SPLIT
+    assert cap == 10_000
+    (big,) = wdist.data.split_indices(25_000, 0.5, torch.Generator().manual_seed(0), "x", max_test=cap)
+    assert (len(big.train), len(big.val), len(big.test)) == (12_000, 3_000, 10_000)
+    assert sorted(torch.cat([big.train, big.val, big.test]).tolist()) == list(range(25_000))
+    (small,) = wdist.data.split_indices(1_000, 0.5, torch.Generator().manual_seed(0), "x", max_test=cap)
+    assert len(small.test) == 500
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(25_000, 4, generator=gen) + 1.0, torch.randn(15_000, 4, generator=gen)
+    res = wdist.estimate_w1(x, y, critic="linear", progress=False)
+    assert res.n_test == (cap, 7_500) and res.settings.holdout == 0.5
+    assert res.lower <= 2.0 <= res.upper  # W1 = |shift| = 2 for a translation
+
+
 def test_the_kept_critic_is_the_moving_average_of_the_trained_parameters(monkeypatch):
     """Validation scores, and the estimator keeps, the exponential moving average of
     the parameters (decay min(DEFAULT_EMA, (1 + t) / (10 + t)) at step t), not the last iterate."""

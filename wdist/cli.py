@@ -137,7 +137,7 @@ def cli() -> None:
 @image_options()
 @train_options()
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Fraction of each folder kept for the final test evaluation.")
+              help="Fraction of each folder kept for the final test evaluation (at most 10,000 images).")
 @confidence_option("Level of the confidence interval.")
 @click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cross-fitting: train K critics, each tested on the K-th of the images it never saw "

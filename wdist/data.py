@@ -207,10 +207,11 @@ class Split:
     test: torch.Tensor | None
 
 
-def split_indices(n: int, holdout: float, gen: torch.Generator, name: str, folds: int = 1) -> list[Split]:
+def split_indices(n: int, holdout: float, gen: torch.Generator, name: str, folds: int = 1,
+                  max_test: int | None = None) -> list[Split]:
     """Per fold: (train, validation, test) indices of one side.
 
-    ``folds == 1``: ``round(holdout * n)`` samples are the test split,
+    ``folds == 1``: ``round(holdout * n)`` samples, at most ``max_test``, are the test split,
     :data:`VALIDATION_FRACTION` of the rest (at least one) the validation
     split; ``holdout == 0`` means in-sample.  ``folds == K``: cross-fitting,
     fold k tests on the k-th K-th of the samples and trains (and validates)
@@ -219,7 +220,8 @@ def split_indices(n: int, holdout: float, gen: torch.Generator, name: str, folds
     perm = torch.randperm(n, generator=gen)
     if holdout == 0:
         return [Split(perm, perm, perm)]
-    tests = list(torch.tensor_split(perm, folds)) if folds > 1 else [perm[n - int(round(holdout * n)):]]
+    n_test = min(int(round(holdout * n)), max_test if max_test is not None else n)
+    tests = list(torch.tensor_split(perm, folds)) if folds > 1 else [perm[n - n_test:]]
     out = []
     for k, test in enumerate(tests):
         rest = torch.cat([t for j, t in enumerate(tests) if j != k]) if folds > 1 else perm[: n - len(test)]

@@ -25,6 +25,7 @@ from .checkpoint import checkpoint_steps
 from .cli_options import (IMAGE_RULES, confidence_option, device_option, exact_options, folder_args,
                           image_options, json_option, train_options)
 from .demo import run_demo
+from .estimator import MAX_TEST_SPLIT
 from .folders import (LoadOptions, TrainOptions, crosscheck_folders, estimate_folders, exact_folders,
                       score_folders)
 from .images import parse_size
@@ -137,7 +138,7 @@ def cli() -> None:
 @image_options()
 @train_options()
 @click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Fraction of each folder kept for the final test evaluation (at most 10,000 images).")
+              help=f"Fraction of each folder kept for the final test evaluation (at most {MAX_TEST_SPLIT:,} images).")
 @confidence_option("Level of the confidence interval.")
 @click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cross-fitting: train K critics, each tested on the K-th of the images it never saw "

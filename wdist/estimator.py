@@ -5,8 +5,8 @@ For any fixed ``f`` with certified constant ``L`` (``wdist.lipschitz_bound``),
 ``g = f / max(1, L)`` is 1-Lipschitz, so ``E_P g - E_Q g <= W1(P, Q)``.
 
 The samples of each side are split three ways: a *test* split (``holdout``,
-at most :data:`MAX_TEST_SPLIT` samples) used exactly once, at the end; a *validation* split (a fifth of the rest)
-used for early stopping and for choosing the best critic; and a *training*
+at most :data:`MAX_TEST_SPLIT` samples) used exactly once, at the end; a
+*validation* split (a fifth of the rest) used for early stopping and for choosing the best critic; and a *training*
 split for gradient steps.  The reported value is the test-split gap of the
 chosen ``g``: an unbiased estimate of ``E_P g - E_Q g``, with a CLT
 confidence interval from the independent test values.  Because the test split
@@ -56,12 +56,12 @@ DEFAULT_BATCH = 256
 DEFAULT_TEST_SIZE = 10_000
 #: Most test samples per side that a finite split keeps (``folds=1``); the rest of
 #: ``holdout`` goes to training.  10,000 give the gap a standard error of about 1% of W1
-#: (0.9% on a d=256 translation, 1.4% on the pair below; the sampler regime tests on as
-#: many), while the critic keeps learning from more: Korotin's
+#: (sqrt(2 / n) / W1 = 0.9% for a shift of 1.5; 1.4% measured on the pair below; the
+#: sampler regime tests on as many), while the critic keeps learning from more: Korotin's
 #: D=128, 4-funnel pair at 50,000 per side, seeds 0-4, 0.745 +- 0.010 of the true W1 with
 #: 25,000 test samples and 0.810 +- 0.049 with 10,000 (every seed up, +0.006 to +0.131;
-#: 28 s -> 49 s a seed).  A chosen linear critic
-#: learns nothing more from it and its interval widens (by sqrt(2.5) at 50,000 per side).
+#: 28 s -> 49 s a seed).  A chosen linear critic learns nothing more from it and its
+#: interval widens (by sqrt(2.5) at 50,000 per side).
 MAX_TEST_SPLIT = 10_000
 #: Fresh draws per sampler side for a closed-form (linear) fit.  The direction's error
 #: is about sqrt(2 d / n) / W1 in angle: 0.4% of a shift of 1.5 in d = 256.

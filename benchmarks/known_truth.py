@@ -236,6 +236,17 @@ def seeds_report(k: int, case_text: str) -> str:
             f"(min {ratios.min():.3f}, max {ratios.max():.3f}); {sum(r['seconds'] for r in runs):.0f} s in all.")
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else "CPU": times differ 1.5x between 2-core machines."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
@@ -260,12 +271,13 @@ def main() -> None:
         line = seeds_report(args.seeds, args.seeds_case)
         saved.setdefault("seeds", {})[parse_case(args.seeds_case).key] = line
         print(line)
-    saved["machine"] = (f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-                        f"wdist {wdist.__version__}")
+    saved["machine"] = (f"{_cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
+                        f"torch {torch.__version__}, wdist {wdist.__version__}")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(saved, indent=1) + "\n")
     rows = list(saved["rows"].values())
-    notes = (f"Machine: {saved['machine']}.  Command: `.venv/bin/python benchmarks/known_truth.py"
+    notes = (f"Machine of the last run: {saved['machine']} (rows merged from earlier runs keep their "
+             f"times, which may come from another 2-core machine: benchmarks/README.md says which).  Command: `.venv/bin/python benchmarks/known_truth.py"
              f"{' --quick' if args.quick else ''}` (rows merged from `--case` runs).  Default "
              f"`estimate_w1` settings unless the regime names options.  Korotin et al.'s columns: their "
              f"published relative error at the same (D, N) (fresh samples, 25k+ steps).\n\n"

@@ -141,6 +141,58 @@ def test_the_learning_rate_drops_only_when_both_sides_are_samplers():
     assert sorted({h["lr"] for h in fresh.history}, reverse=True) == pytest.approx([lr, lr / 10, lr / 100])
 
 
+def _plateau_trainer(wait_while_under_fitted: bool):
+    """A trainer whose validation gap is pinned at 1.0 (standard error 0.01): every
+    evaluation after the first is a plateau, so only the stopping rule decides the end."""
+    from wdist.data import Samples
+    from wdist.training import CriticTrainer, TrainConfig
+
+    x, y = _shifted_gaussians(40, 2)
+    cfg = TrainConfig(max_steps=10_000, batch_size=8, lr=1e-3, eval_every=10, early_stop=True,
+                      lr_drops=0, wait_while_under_fitted=wait_while_under_fitted)
+    idx = torch.arange(20)
+    trainer = CriticTrainer(wdist.critics.mlp_critic((2,), width=16, depth=1), Samples(x, "x"), Samples(y, "y"),
+                            (idx, idx), (idx + 20, idx + 20), cfg, torch.device("cpu"))
+    trainer.validation_gap = lambda: (1.0, 0.01)
+    return trainer
+
+
+def _evaluations_until_stop(trainer, train_gaps) -> int | None:
+    for i, train_gap in enumerate(train_gaps, start=1):
+        trainer.state.step += trainer.cfg.eval_every
+        if trainer._evaluate(train_gap):
+            return i
+    return None
+
+
+def test_a_finite_plateau_stops_the_run_only_once_the_training_gap_has_caught_up():
+    """On a plateau, a critic whose training gap is below the best validation gap by more
+    than its standard error (0.01 here) is lagging behind its own objective and trains on;
+    once the training gap is within that of validation (or above it: over-fitting), the
+    plateau ends the run, as every plateau did with ``wait_while_under_fitted=False``."""
+    patience = 5  # TrainConfig's default
+    first_plateau = 1 + patience  # evaluations: the first sets the best, five more without gain
+    lagging = _plateau_trainer(True)
+    assert _evaluations_until_stop(lagging, [0.98] * 40) is None
+    assert lagging.state.stopped == "max_steps"
+    # It stops at a plateau once the mean of the last five training gaps has caught up
+    # (within two plateaus: the window first fills with the higher values).
+    caught_up = _evaluations_until_stop(lagging, [0.995] * 40)
+    assert caught_up is not None and caught_up <= 2 * patience and lagging.state.stopped == "converged"
+    assert _evaluations_until_stop(_plateau_trainer(True), [0.995] * 40) == first_plateau
+    assert _evaluations_until_stop(_plateau_trainer(True), [1.2] * 40) == first_plateau  # over-fitting
+    # The mean of the window decides, not its last value: (4 x 0.5 + 1.3) / 5 < 0.99.
+    assert _evaluations_until_stop(_plateau_trainer(True), [0.5] * 5 + [1.3]) is None
+    assert _evaluations_until_stop(_plateau_trainer(False), [0.98] * 40) == first_plateau
+
+
+def test_only_finite_samples_wait_while_the_critic_is_under_fitted():
+    from wdist.estimator import _train_config
+
+    assert _train_config(None, None, None, None, 0, 500).wait_while_under_fitted  # a finite split
+    assert not _train_config(None, None, None, None, 0, None).wait_while_under_fitted  # two samplers
+
+
 def test_identical_distributions_interval_contains_zero(device):
     x, _ = _shifted_gaussians(2000, 4)
     y = torch.randn(2000, 4, generator=torch.Generator().manual_seed(99))

@@ -50,6 +50,14 @@ class TrainConfig:
     #: Decay of the exponential moving average of the parameters that validation
     #: scores and that is kept (0: the raw parameters, no average).
     ema: float = 0.0
+    #: On a plateau, train on while the critic is under-fitted: the mean training gap of the
+    #: last ``patience`` evaluations is below the best validation gap by more than that
+    #: gap's standard error.  A critic that does clearly worse on the samples it trains on
+    #: than on held-out ones is lagging behind its own objective (slow, or smoothed by input
+    #: noise), so the plateau is the optimiser's and more steps can help; once the training
+    #: gap has caught up, a plateau is where over-fitting starts, and the run stops.  For
+    #: finite samples; with two samplers every batch is fresh and the drops decide.
+    wait_while_under_fitted: bool = False
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
@@ -114,7 +122,8 @@ class CriticTrainer:
     has it added to the loss.  Every ``eval_every`` steps the validation gap is
     computed; the best critic is kept; on a plateau of ``patience``
     evaluations the learning rate is divided by 10 (``lr_drops`` times), then
-    training stops (if ``early_stop``).
+    training stops (if ``early_stop``; with ``cfg.wait_while_under_fitted``
+    only once the training gap has caught up with validation).
 
     With ``cfg.ema > 0`` what validation scores, and what is kept, is the
     exponential moving average of the free parameters (decay
@@ -359,7 +368,15 @@ class CriticTrainer:
                 self._restart_average()
             self._set_lr(lr * cfg.lr_drop_factor)
             return False
-        if cfg.early_stop:
+        if cfg.early_stop and not (cfg.wait_while_under_fitted and self._under_fitted()):
             s.stopped = "converged"
             return True
         return False
+
+    def _under_fitted(self) -> bool:
+        """The mean training gap of the last ``patience`` evaluations is below the best
+        validation gap by more than that gap's standard error."""
+        s = self.state
+        recent = [h["train_gap"] for h in s.history[-self.cfg.patience:]]
+        best_se = next((h["val_se"] for h in reversed(s.history) if h["step"] == s.best_step), 0.0)
+        return sum(recent) / len(recent) < s.best_val - best_se

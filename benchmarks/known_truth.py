@@ -237,7 +237,8 @@ def seeds_report(k: int, case_text: str) -> str:
 
 
 def _cpu_name() -> str:
-    """The CPU's model name (Linux), else "CPU": times differ 1.5x between 2-core machines."""
+    """The CPU's model name (Linux), else "CPU": the same run took 181 s on one 2-core
+    machine and 289 s on another (the photo-patch default row)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -277,7 +278,8 @@ def main() -> None:
     json_path.write_text(json.dumps(saved, indent=1) + "\n")
     rows = list(saved["rows"].values())
     notes = (f"Machine of the last run: {saved['machine']} (rows merged from earlier runs keep their "
-             f"times, which may come from another 2-core machine: benchmarks/README.md says which).  Command: `.venv/bin/python benchmarks/known_truth.py"
+             f"times, which may come from another 2-core machine: benchmarks/README.md says which).  "
+             f"Command: `.venv/bin/python benchmarks/known_truth.py"
              f"{' --quick' if args.quick else ''}` (rows merged from `--case` runs).  Default "
              f"`estimate_w1` settings unless the regime names options.  Korotin et al.'s columns: their "
              f"published relative error at the same (D, N) (fresh samples, 25k+ steps).\n\n"

@@ -193,6 +193,52 @@ def test_only_finite_samples_wait_while_the_critic_is_under_fitted():
     assert not _train_config(None, None, None, None, 0, None).wait_while_under_fitted  # two samplers
 
 
+def test_the_mlp_tries_each_input_noise_level_where_its_spec_has_several():
+    """The levels a candidate is trained at: the given ``input_noise``; else the critic's
+    defaults from NOISE_MIN_DIM dimensions on, except with two samplers (nothing to over-fit)."""
+    from wdist.critics import MLP_NOISE_LEVELS, NOISE_MIN_DIM
+    from wdist.estimator import _with_noise_levels
+
+    def levels(critic, dim, noise=None, fresh=False):
+        return [(c.name, c.noise, c.label) for c in _with_noise_levels([critic], (dim,), noise, fresh)]
+
+    assert MLP_NOISE_LEVELS == (0.7, 0.0)
+    assert levels("mlp", NOISE_MIN_DIM) == [("mlp", 0.7, "mlp (input_noise=0.7)"), ("mlp", 0.0, "mlp (input_noise=0)")]
+    assert levels("mlp", NOISE_MIN_DIM - 1) == [("mlp", 0.0, "mlp")]
+    assert levels("mlp", 128, fresh=True) == [("mlp", 0.0, "mlp")]
+    assert levels("mlp", 128, noise=0.3) == [("mlp", 0.3, "mlp")]
+    assert levels("anchors", 128) == [("anchors", 0.0, "anchors")]
+    net = wdist.critics.linear_critic((128,))
+    assert levels(net, 128) == [("Sequential", 0.0, "Sequential")]
+    # Images get the MLP on their flattened pixels beside the convolutional critic.
+    assert wdist.critics.auto_candidates((3, 8, 8)) == ["bcop", "mlp", "linear", "anchors"]
+    assert wdist.critics.auto_candidates((64,)) == ["mlp", "linear", "anchors"]
+
+
+def test_validation_keeps_the_input_noise_level_with_the_best_gap():
+    """With two levels the MLP is trained at each exactly as a run given that level alone
+    (same splits, initialisation, batches and noise stream), the candidates report both
+    validation gaps, the better one is kept, and the estimate is that run's estimate."""
+    gen = torch.Generator().manual_seed(2)
+    # A 2-d disc and a ring around it, embedded in 64 dimensions: a curved optimum.
+    basis = torch.linalg.qr(torch.randn(64, 2, generator=gen))[0].T
+    angle = 2 * torch.pi * torch.rand(2, 500, generator=gen)
+    radius = torch.stack([torch.rand(500, generator=gen).sqrt(), 1.5 + 0.1 * torch.rand(500, generator=gen)])
+    planar = torch.stack([radius * angle.cos(), radius * angle.sin()], dim=-1)
+    x, y = planar[1] @ basis, planar[0] @ basis
+    kwargs = dict(critic="mlp", steps=60, eval_every=20, progress=False, seed=1)
+    both = wdist.estimate_w1(x, y, **kwargs)
+    alone = {level: wdist.estimate_w1(x, y, input_noise=level, **kwargs) for level in (0.7, 0.0)}
+    assert both.settings.candidates == pytest.approx(
+        {f"mlp (input_noise={level:g})": run.settings.candidates["mlp"] for level, run in alone.items()})
+    gaps = {level: run.settings.candidates["mlp"] for level, run in alone.items()}
+    assert gaps[0.7] != gaps[0.0]  # the noise changes the fit, so the choice is a real one
+    best = max(gaps, key=gaps.get)
+    assert both.settings.critic == "mlp" and both.settings.input_noise == best
+    assert both.value == alone[best].value and both.std_error == alone[best].std_error
+    assert both.history == alone[best].history
+
+
 def test_identical_distributions_interval_contains_zero(device):
     x, _ = _shifted_gaussians(2000, 4)
     y = torch.randn(2000, 4, generator=torch.Generator().manual_seed(99))

@@ -145,7 +145,8 @@ def cli() -> None:
                    "(every image trains and tests; K times the training time).")
 @click.option("--input-noise", type=click.FloatRange(min=0), default=None,
               help="Gaussian noise on training images, in units of their RMS pixel spread "
-                   "[default: per critic, 0.7 for mlp on >= 64 values, 0 otherwise].")
+                   "[default: per critic; mlp on >= 64 values is trained with 0.7 and with 0, "
+                   "and validation keeps one; 0 otherwise].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between validation evaluations (and checkpoints) [default: 100].")
 @json_option()

@@ -238,16 +238,54 @@ def _train_config(steps, batch_size, lr, eval_every, seed, n_train_min: int | No
     )
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """One critic to train: a registry name or a module, at one input-noise level."""
+
+    critic: str | nn.Module
+    noise: float   # relative to the data's spread (0: none)
+    label: str     # its key in ``settings.candidates``
+
+    @property
+    def name(self) -> str:
+        """The registry name, or the module's class name."""
+        return self.critic if isinstance(self.critic, str) else type(self.critic).__name__
+
+
+def _with_noise_levels(candidates: list[str | nn.Module], shape: tuple[int, ...], noise: float | None,
+                       fresh: bool) -> list[_Candidate]:
+    """Every candidate at each of its input-noise levels: the given ``noise``, else the
+    critic's defaults (``CRITICS[name].input_noise``; none when both sides are samplers:
+    fresh draws leave nothing to over-fit, and the smoothing would only lower the gap).
+
+    A critic trained at several levels is labelled with each, ``"mlp (input_noise=0.7)"``.
+    """
+    out = []
+    for critic in candidates:
+        spec = CRITICS.get(critic) if isinstance(critic, str) else None
+        levels = (noise,) if noise is not None else (0.0,) if spec is None or fresh else spec.default_noise(shape)
+        name = critic if isinstance(critic, str) else type(critic).__name__
+        for level in levels:
+            label = name if len(levels) == 1 else f"{name} (input_noise={level:g})"
+            out.append(_Candidate(critic, float(level), label))
+    return out
+
+
 @dataclass
 class _FoldFit:
-    """The critic chosen on one fold's validation split, with its trainers."""
+    """The critic chosen on one fold's validation split, with every candidate's trainer."""
 
-    trained: dict[str, CriticTrainer]
-    name: str
+    trained: dict[str, CriticTrainer]   # by candidate label
+    chosen: _Candidate
+
+    @property
+    def name(self) -> str:
+        """The chosen critic's registry (or class) name."""
+        return self.chosen.name
 
     @property
     def trainer(self) -> CriticTrainer:
-        return self.trained[self.name]
+        return self.trained[self.chosen.label]
 
 
 def _spec_config(cfg: TrainConfig, spec, given: frozenset[str]) -> TrainConfig:
@@ -274,16 +312,11 @@ def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
     return float(pooled.var(dim=0).mean().sqrt())
 
 
-def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str],
-                     dev: torch.device, noise: float | None, spread: Callable[[], float], checkpoint,
-                     checkpoint_every, resume, progress) -> tuple[str, CriticTrainer]:
-    name = candidate if isinstance(candidate, str) else type(candidate).__name__
-    spec = CRITICS.get(name) if isinstance(candidate, str) else None
-    # Input noise fights over-fitting a finite training split; fresh draws on both sides
-    # leave nothing to over-fit, and the smoothing would only lower the reachable gap.
-    fresh = xs.sampler is not None and ys.sampler is not None
-    default = spec.default_noise(xs.shape) if spec is not None and not fresh else 0.0
-    relative = noise if noise is not None else default
+def _train_candidate(candidate: _Candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
+                     given: frozenset[str], dev: torch.device, spread: Callable[[], float], checkpoint,
+                     checkpoint_every, resume, progress) -> CriticTrainer:
+    name, relative = candidate.name, candidate.noise
+    spec = CRITICS.get(name) if isinstance(candidate.critic, str) else None
     sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
     torch.manual_seed(cfg.seed + k)
     fx, fy = xs.fold(k), ys.fold(k)
@@ -291,7 +324,7 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
         anchors = ys.anchors(fy, cfg.seed, spec.max_anchors) if spec.needs_anchors else None
         model = spec.build(xs.shape, anchors)
     else:
-        model = candidate
+        model = candidate.critic
     cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
     closed_form = spec is not None and spec.fit_to_means is not None
     if relative > 0 and not closed_form:  # in data units, from this fold's training data only
@@ -300,19 +333,21 @@ def _train_candidate(candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig, 
                             cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
     if closed_form:
         _fit_closed_form(spec, trainer, xs, ys)
-        return name, trainer
+        return trainer
     on_eval = None
     if checkpoint is not None:
-        folder = name if k == 0 else f"{name}.fold{k}"
+        folder = name if candidate.label == name else f"{name}-noise{relative:g}"
+        folder = folder if k == 0 else f"{folder}.fold{k}"
         ckpt = Checkpointer(Path(checkpoint) / folder, every=checkpoint_every or cfg.eval_every)
         if resume:
             with distributed.agreement():
                 ckpt.restore(trainer)
             distributed.check_same("checkpoint step", trainer.state.step)
         on_eval = ckpt.maybe_save
-    desc = f"training {name} critic" + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else "")
+    desc = (f"training {name} critic" + (f", input noise {relative:g}" if candidate.label != name else "")
+            + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else ""))
     trainer.fit(progress=progress, on_eval=on_eval, desc=desc)
-    return name, trainer
+    return trainer
 
 
 def _training_mean(side: _Side, indices: torch.Tensor) -> torch.Tensor:
@@ -383,16 +418,15 @@ def _closed_form_fold(fit: _FoldFit, k: int, xs: _Side, ys: _Side, bs: int, dev)
     return gap, math.sqrt(var), max(bounds)
 
 
-def _fit_fold(k: int, candidates, xs: _Side, ys: _Side, cfg: TrainConfig, given: frozenset[str], dev,
-              noise: float | None, **kw) -> _FoldFit:
+def _fit_fold(k: int, candidates: list[_Candidate], xs: _Side, ys: _Side, cfg: TrainConfig,
+              given: frozenset[str], dev, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
     spread = functools.cache(lambda: _coordinate_spread(xs, ys, k, cfg.seed))
-    trained = dict(_train_candidate(c, k, xs, ys, cfg, given, dev, noise, spread, **kw) for c in candidates)
-    name = max(trained, key=lambda n: trained[n].state.best_val)
-    if not distributed.same_parameters(trained[name].critic):  # cannot happen with identical updates
+    trained = {c.label: _train_candidate(c, k, xs, ys, cfg, given, dev, spread, **kw) for c in candidates}
+    chosen = max(candidates, key=lambda c: trained[c.label].state.best_val)
+    if not distributed.same_parameters(trained[chosen.label].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
-    fit = _FoldFit(trained, name)
-    return fit
+    return _FoldFit(trained, chosen)
 
 
 def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
@@ -465,10 +499,10 @@ def estimate_w1(
         ``test_size`` test samples after it, so no sample is ever reused and
         the critic cannot over-fit.
     critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
-        ``"auto"`` trains the expressive critic (BCOP/MaxMin convolutions for
-        images, Björck/GroupSort MLP for vectors), the linear critic and the
-        semi-dual anchors critic, and keeps the one with the best *validation*
-        gap (the test split is untouched by the choice).  Baselines: "rko",
+        ``"auto"`` trains the expressive critics (BCOP/GroupSort convolutions
+        and the MLP for images, the Björck/GroupSort MLP for vectors), the
+        linear critic and the semi-dual anchors critic, and keeps the one with
+        the best *validation* gap (the test split is untouched by the choice).  Baselines: "rko",
         "ossn", "wgan-gp" and ReLU variants "bcop-relu", "rko-relu",
         "ossn-relu"; "ossn" and "wgan-gp" are not 1-Lipschitz by
         construction (``settings["lipschitz_by_construction"]`` is False and
@@ -533,12 +567,17 @@ def estimate_w1(
         Gaussian noise added to every *training* input, in units of the
         training data's RMS per-coordinate spread ``sqrt(mean_j Var x_j)``
         (both sides pooled); ``None``: each critic's default
-        (``wdist.critics.CRITICS[name].input_noise``: 0.7 for the MLP, which
-        over-fits without it, from 64 dimensions on; 0 otherwise, and 0 when
-        both sides are samplers: fresh draws leave nothing to over-fit).  The critic then maximises the gap of its
-        smoothed version ``E f(x + sigma e)`` and cannot spike on single
-        training samples; validation and test use ``f`` itself, unchanged,
-        so the bound stays valid whatever ``input_noise`` is.
+        (``wdist.critics.CRITICS[name].input_noise``: from 64 dimensions on
+        the MLP is trained twice, with 0.7 and with none, and validation keeps
+        one -- noise stops it over-fitting a uniform cloud, and blurs what it
+        must resolve on data near a low-dimensional set such as images;
+        ``settings["input_noise"]`` says which won and ``settings["candidates"]``
+        lists both; 0 for the other critics, and 0 when both sides are
+        samplers: fresh draws leave nothing to over-fit).  The critic then
+        maximises the gap of its smoothed version ``E f(x + sigma e)`` and
+        cannot spike on single training samples; validation and test use
+        ``f`` itself, unchanged, so the bound stays valid whatever
+        ``input_noise`` is.
 
     Returns
     -------
@@ -588,11 +627,13 @@ def estimate_w1(
     progress = progress and distributed.is_main()
     if input_noise is None and holdout == 0:
         input_noise = 0.0  # in-sample (crosscheck): fitting the samples themselves is the point
+    fresh = xs.sampler is not None and ys.sampler is not None
     # A module given by the user is trained in place (one fold) or as pristine copies, made
     # before any training: a copy of a trained critic would carry what it saw to the next fold.
-    per_fold = [candidates] if n_folds == 1 else [[copy.deepcopy(c) for c in candidates] for _ in range(n_folds)]
+    per_fold = [_with_noise_levels(candidates if n_folds == 1 else [copy.deepcopy(c) for c in candidates],
+                                   xs.shape, input_noise, fresh) for _ in range(n_folds)]
     given = frozenset(name for name, value in (("lr", lr), ("batch_size", batch_size)) if value is not None)
-    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, given, dev, input_noise, checkpoint=checkpoint,
+    fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, given, dev, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume, progress=progress)
             for k in range(n_folds)]
     result = _result(fits, xs, ys, cfg, dev, confidence, holdout, start)

@@ -60,7 +60,9 @@ class EstimateSettings(_ReadByKey):
     sample_shape : list of int
         Shape of one sample, without the batch dimension.
     candidates : dict of str to float
-        Best validation gap of every critic that was trained (first fold).
+        Best validation gap of every critic that was trained (first fold); a
+        critic trained at several input-noise levels has one entry per level,
+        ``"mlp (input_noise=0.7)"``.
     folds : int
         Cross-fitting folds (1: one train / validation / test split).
     fold_critics : list of str
@@ -68,7 +70,8 @@ class EstimateSettings(_ReadByKey):
     sampler : list of bool
         Whether x, y were samplers (fresh draws).
     input_noise, input_noise_sigma : float
-        Training-input noise, relative to the data's spread and in data units (first fold).
+        Training-input noise of the chosen critic, relative to the data's spread and in data
+        units (first fold).
     ema : float
         Decay of the moving average of the critic's parameters that validation scored
         and the estimate kept (0: the raw parameters; a closed-form critic has none).

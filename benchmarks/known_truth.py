@@ -39,6 +39,7 @@ Results: benchmarks/results/known_truth.md, .json, .png (``--quick``: known_trut
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import json
 import platform
 import time
@@ -155,7 +156,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "seed": seed, "truth": truth, "truth_se": truth_se, "value": res.value, "lower": res.lower,
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
-        "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
+        "input_noise": res.settings.input_noise, "candidates": res.settings.candidates, "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
         **_rays(pair, seed, res),
     }
 
@@ -193,8 +194,16 @@ def _row(r: dict) -> list[str]:
     opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
     return [r["pair"], regime + (f" ({opts})" if opts else ""), f"{r['truth']:.4g} ± {r['truth_se']:.2g}",
             f"{r['value']:.4g} [{r['lower']:.4g}, {r['upper']:.4g}]", f"**{r['ratio']:.3f}**",
-            "yes" if r["lower_ok"] else "**NO**", f"{r['critic']}" + (f" x{r['folds']}" if r["folds"] > 1 else ""),
+            "yes" if r["lower_ok"] else "**NO**", _critic_cell(r),
             f"{r['lipschitz']:.6f}", _rays_cell(r), f"{r['seconds']:.0f} s", _pct(sort_out), _pct(gp)]
+
+
+def _critic_cell(r: dict) -> str:
+    """The chosen critic, its input-noise level where validation chose one of several
+    (rows recorded before the levels have no candidates and show the name alone), and folds."""
+    levels = [c for c in r.get("candidates", {}) if c.startswith(f"{r['critic']} (input_noise=")]
+    noise = f" (noise {r['input_noise']:g})" if levels else ""
+    return f"{r['critic']}{noise}" + (f" x{r['folds']}" if r["folds"] > 1 else "")
 
 
 def _rays_cell(r: dict) -> str:
@@ -231,9 +240,14 @@ def seeds_report(k: int, case_text: str) -> str:
     runs = [run_case(case, seed) for seed in range(k)]
     ok = sum(r["lower_ok"] for r in runs)
     ratios = np.array([r["ratio"] for r in runs])
+    # Up to 10 seeds each value and choice is listed: how many pass a target, and which critic
+    # (or noise level) validation picked, are what a mean hides.
+    each = (f"; per seed {', '.join(f'{r:.3f}' for r in ratios)}; chosen "
+            + ", ".join(f"{name} x{n}" for name, n in Counter(_critic_cell(r) for r in runs).items())
+            if k <= 10 else "")
     return (f"Honesty: {case.key}, {k} seeds (pair, samples and training all re-drawn): lower <= truth in "
             f"{ok}/{k} ({100 * ok / k:.0f}%); value / truth {ratios.mean():.3f} ± {ratios.std(ddof=1):.3f} "
-            f"(min {ratios.min():.3f}, max {ratios.max():.3f}); {sum(r['seconds'] for r in runs):.0f} s in all.")
+            f"(min {ratios.min():.3f}, max {ratios.max():.3f}){each}; {sum(r['seconds'] for r in runs):.0f} s in all.")
 
 
 def _cpu_name() -> str:

@@ -40,6 +40,16 @@ def known_truth_module():
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
+def test_the_critic_column_names_the_noise_level_validation_chose(known_truth_module):
+    """A row says which input-noise level won where several were tried, and only there."""
+    cell = known_truth_module._critic_cell
+    levels = {"bcop": 1.0, "mlp (input_noise=0.7)": 2.0, "mlp (input_noise=0)": 3.0}
+    assert cell({"critic": "mlp", "folds": 1, "input_noise": 0.0, "candidates": levels}) == "mlp (noise 0)"
+    assert cell({"critic": "bcop", "folds": 5, "input_noise": 0.0, "candidates": levels}) == "bcop x5"
+    assert cell({"critic": "mlp", "folds": 1, "input_noise": 0.7, "candidates": {"mlp": 1.0}}) == "mlp"
+    assert cell({"critic": "mlp", "folds": 1}) == "mlp"  # a row recorded before the levels
+
+
 class _Funnel(torch.nn.Module):
     """``sign * u`` for a pair's min-funnel potential u (``-u`` is an optimal critic)."""
 

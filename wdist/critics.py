@@ -367,8 +367,8 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     The expressive critic (BCOP for images, MLP for vectors) is needed for
     complex differences.  Images also get the MLP on their flattened pixels:
     local, translation-equivariant convolutions are what a blur or a noise
-    artefact needs (3x16x16 photo patches against their blurred / noisy
-    versions, held out: BCOP 0.82 / 1.50, MLP 0.44 / 0.26), but differences
+    artefact needs (3x16x16 photo patches against other patches, blurred /
+    noisy, held out: BCOP 0.82 / 1.50, MLP 0.44 / 0.26), but differences
     tied to whole images are reached sooner and closer by the dense network
     (photo patches moved toward 16 noise images, 3 seeds: MLP 0.966 of the true
     W1 in 20 s, BCOP 0.952 in 180 s).  The linear critic is optimal for shifts and, being

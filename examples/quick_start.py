@@ -19,10 +19,10 @@ same value in the Kantorovich-Rubinstein dual
 
 so both bounds meet and :math:`W_1(P, Q) = \\|s\\|_2`.
 
-:func:`wdist.estimate_w1` trains certified 1-Lipschitz critics on half of
+:func:`wdist.estimate_w1` trains certified 1-Lipschitz critics on most of
 each sample and evaluates the best one (chosen on a validation split) on the
-untouched other half.  ``res.value`` is an unbiased estimate of a quantity
-``<= W1``, with a CLT confidence interval ``[res.lower, res.upper]``.
+untouched rest (``holdout=0.3`` of each side).  ``res.value`` is an unbiased
+estimate of a quantity ``<= W1``, with a CLT confidence interval ``[res.lower, res.upper]``.
 
 What to look at
 ---------------

@@ -52,9 +52,9 @@ def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other
     y = torch.randn(n, d, generator=gen)
     res = wdist.estimate_w1(x, y, critic=critic, steps=20, eval_every=10, progress=False, seed=3)
     assert res.settings.critic == "linear"
-    # The estimator's own split (same seed, x then y): the test halves are known.
-    split = torch.Generator().manual_seed(3)
-    (sx,), (sy,) = (wdist.data.split_indices(n, 0.5, split, name) for name in ("x", "y"))
+    # The estimator's own split (same seed, x then y, the default holdout): the test splits are known.
+    split, holdout = torch.Generator().manual_seed(3), wdist.estimator.DEFAULT_HOLDOUT
+    (sx,), (sy,) = (wdist.data.split_indices(n, holdout, split, name) for name in ("x", "y"))
     chunks = wdist.estimator.CLOSED_FORM_TEST_FOLDS
     gaps = []
     for cx, cy in zip(torch.tensor_split(sx.test, chunks), torch.tensor_split(sy.test, chunks)):
@@ -84,8 +84,10 @@ def test_a_test_split_keeps_at_most_max_test_split_samples_and_the_rest_trains()
     assert len(small.test) == 500
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(25_000, 4, generator=gen) + 1.0, torch.randn(15_000, 4, generator=gen)
-    res = wdist.estimate_w1(x, y, critic="linear", progress=False)
+    res = wdist.estimate_w1(x, y, critic="linear", holdout=0.5, progress=False)
     assert res.n_test == (cap, 7_500) and res.settings.holdout == 0.5
+    default = wdist.estimate_w1(x, y, critic="linear", progress=False)  # holdout 0.3: 7,500 and 4,500
+    assert default.n_test == (7_500, 4_500) and default.settings.holdout == wdist.estimator.DEFAULT_HOLDOUT == 0.3
     assert res.lower <= 2.0 <= res.upper  # W1 = |shift| = 2 for a translation
 
 
@@ -270,7 +272,7 @@ def test_images_numpy_and_uneven_sample_counts(device):
     x = torch.rand(120, 1, 8, 8, generator=gen)
     y = (torch.rand(90, 1, 8, 8, generator=gen) + 0.1).numpy()
     res = wdist.estimate_w1(x, y, critic="bcop", steps=30, eval_every=10, progress=False, device=device)
-    assert res.n_test == (60, 45)
+    assert res.n_test == (36, 27)  # the default holdout, 0.3, of 120 and 90
     assert res.lipschitz <= 1 + 1e-4
     assert 0 < res.value <= wdist.exact_w1(x, y)  # shift of 0.1 per pixel: clearly positive
 
@@ -300,7 +302,7 @@ def test_result_to_dict_is_json_and_complete():
         (torch.zeros(0, 3), torch.zeros(10, 3), "x: need at least 2 samples"),
         (np.array([["a", "b"]] * 4), torch.zeros(4, 2), "x: unsupported dtype"),
         (torch.zeros(4, 2, dtype=torch.complex64), torch.zeros(4, 2), "x: unsupported dtype"),
-        (torch.zeros(4, 2), torch.zeros(4, 2, dtype=torch.bool), "y: unsupported dtype"),
+        (torch.zeros(10, 2), torch.zeros(10, 2, dtype=torch.bool), "y: unsupported dtype"),
         (torch.zeros(4, 2, 2, 2, 2), torch.zeros(4, 2), "x: expected shape"),
         ("not data", torch.zeros(4, 2), "x: expected a torch tensor"),
         (TensorDataset(torch.zeros(1, 2)), torch.zeros(4, 2), "x: need at least 2 samples"),

@@ -25,7 +25,7 @@ from .checkpoint import checkpoint_steps
 from .cli_options import (IMAGE_RULES, confidence_option, device_option, exact_options, folder_args,
                           image_options, json_option, train_options)
 from .demo import run_demo
-from .estimator import MAX_TEST_SPLIT
+from .estimator import DEFAULT_HOLDOUT, MAX_TEST_SPLIT
 from .folders import (LoadOptions, TrainOptions, crosscheck_folders, estimate_folders, exact_folders,
                       score_folders)
 from .images import parse_size
@@ -137,7 +137,7 @@ def cli() -> None:
 @folder_args()
 @image_options()
 @train_options()
-@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+@click.option("--holdout", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_HOLDOUT, show_default=True,
               help=f"Fraction of each folder kept for the final test evaluation (at most {MAX_TEST_SPLIT:,} images).")
 @confidence_option("Level of the confidence interval.")
 @click.option("--folds", type=click.IntRange(min=1), default=1, show_default=True,

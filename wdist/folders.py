@@ -29,7 +29,7 @@ from . import distributed
 from .checkpoint import preflight
 from .checks import crosscheck
 from .data import Samples
-from .estimator import estimate_w1, resolve_device
+from .estimator import DEFAULT_HOLDOUT, estimate_w1, resolve_device
 from .exact import check_size, exact_memory_bytes, exact_w1
 from .images import DEFAULT_MAX_PIXELS, FolderIndex, ImageFolder, index_folder
 from .report import (OutputFiles, WitnessRow, certified_scores, command_payload, human_summary, load_critic,
@@ -111,7 +111,7 @@ class TrainOptions:
     critic: str = "auto"
     device: str = "auto"
     seed: int = 0
-    holdout: float = 0.5
+    holdout: float = DEFAULT_HOLDOUT
     confidence: float = 0.95
     eval_every: int | None = None
     checkpoint: Path | None = None

@@ -77,9 +77,10 @@ DEFAULT_HOLDOUT = 0.3
 CLOSED_FORM_DRAWS = 65_536
 #: Chunks of the test split over which a chosen closed-form (linear) critic is cross-fitted:
 #: chunk j is scored by the critic set from the means of every other sample of its fold, so
-#: a direction learned from the training split (40% of the samples at holdout 0.5) is learned
-#: from 95%.  Shift by 1.5 in d = 256, n = 5000, holdout 0.5 (300 simulated seeds): 0.957 -> 0.977 of W1, coverage of the critics' population
-#: gap 0.950 -> 0.947 (10 chunks) / 0.953 (20).  Fitting costs two means, not training.
+#: a direction learned from the training split (40% of the samples at holdout 0.5) is
+#: learned from 95%.  Shift by 1.5 in d = 256, n = 5000, holdout 0.5 (300 simulated seeds):
+#: 0.957 -> 0.977 of W1, coverage of the critics' population gap 0.950 -> 0.947
+#: (10 chunks) / 0.953 (20).  Fitting costs two means, not training.
 CLOSED_FORM_TEST_FOLDS = 10
 #: Decay of the moving average of the critic's parameters that validation scores and
 #: the estimator keeps (a horizon of about 100 steps; see :class:`CriticTrainer`).  The

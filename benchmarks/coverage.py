@@ -78,7 +78,8 @@ def main() -> None:
     command = " ".join(["python benchmarks/coverage.py", *sys.argv[1:]])
     notes = (f"Machine: {platform.machine()}, torch {torch.__version__}. Command: "
              f"`{command}`. Linear critic (closed form, cross-fitted in tenths of the test split), "
-             f"holdout {wdist.estimator.DEFAULT_HOLDOUT} (the default), 95% levels (the bracket's sides at 97.5% each). With k seeds a row's "
+             f"holdout {wdist.estimator.DEFAULT_HOLDOUT} (the default), 95% levels (the bracket's "
+             "sides at 97.5% each). With k seeds a row's "
              "coverage is a binomial count: at a true 97.5% one-sided rate, 20 seeds show 18/20 or "
              "fewer 9% of the time.")
     header = ["d", "n per side", "seeds", "P(lower <= W1)", "P(W1 in bracket)", "mean bracket width",

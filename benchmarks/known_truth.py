@@ -39,10 +39,10 @@ Results: benchmarks/results/known_truth.md, .json, .png (``--quick``: known_trut
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import json
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,7 +156,8 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "seed": seed, "truth": truth, "truth_se": truth_se, "value": res.value, "lower": res.lower,
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
-        "input_noise": res.settings.input_noise, "candidates": res.settings.candidates, "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
+        "input_noise": res.settings.input_noise, "candidates": res.settings.candidates,
+        "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
         **_rays(pair, seed, res),
     }
 

@@ -370,12 +370,12 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     artefact needs (3x16x16 photo patches against other patches, blurred /
     noisy, held out: BCOP 0.82 / 1.50, MLP 0.44 / 0.26), but differences
     tied to whole images are reached sooner and closer by the dense network
-    (photo patches moved toward 16 noise images, 3 seeds: MLP 0.966 of the true
-    W1 in 20 s, BCOP 0.952 in 180 s).  The linear critic is optimal for shifts and, being
-    far less able to over-fit the training split, often generalises better in
-    high dimension (32-d shifted Gaussians: 0.99 vs 0.96 of the true W1); the
-    semi-dual anchors critic fits complex sample geometry that the neural
-    critics reach only slowly (digits 0-4 vs 5-9 in-sample: 0.9999 of the exact
+    (photo patches moved toward 16 noise images, 3 seeds at the 50 % test
+    split: MLP 0.966 of the true W1 in 20 s, BCOP 0.952 in 180 s).  The linear
+    critic is optimal for shifts and, being far less able to over-fit the
+    training split, often generalises better in high dimension (32-d shifted
+    Gaussians: 0.99 vs 0.96 of the true W1); the semi-dual anchors critic fits
+    complex sample geometry that the neural critics reach only slowly (digits 0-4 vs 5-9 in-sample: 0.9999 of the exact
     W1, against 0.80 for a 512-wide MLP after 1000 full-batch steps).
     """
     return (["bcop", "mlp"] if len(shape) == 3 else ["mlp"]) + ["linear", "anchors"]

@@ -192,3 +192,13 @@ def test_two_samplers_may_train_longer_than_finite_samples():
     assert (fresh.max_steps, finite.max_steps) == (DEFAULT_MAX_STEPS_FRESH, DEFAULT_MAX_STEPS) == (10_000, 4000)
     assert fresh.lr_drops == 2 and finite.lr_drops == 0
     assert _train_config(300, None, None, None, 0, None).max_steps == 300  # given steps are exact
+    assert _train_config(300, None, None, None, 0, 100_000).max_steps == 300
+
+
+def test_finite_cap_grows_with_the_training_split():
+    """A large training split may train for longer (one step per four samples of the smaller
+    side), between the 4,000-step default and MAX_STEPS_FINITE."""
+    from wdist.estimator import MAX_STEPS_FINITE, _train_config
+
+    caps = [_train_config(None, None, None, None, 0, n).max_steps for n in (16_000, 16_004, 32_000, 64_000, 10**6)]
+    assert caps == [4000, 4001, 8000, 16_000, 16_000] and MAX_STEPS_FINITE == 16_000

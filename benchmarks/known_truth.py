@@ -157,6 +157,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
         "input_noise": res.settings.input_noise, "candidates": res.settings.candidates,
+        "candidate_seconds": res.settings.candidate_seconds,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
         **_rays(pair, seed, res),
     }

@@ -239,6 +239,10 @@ def test_validation_keeps_the_input_noise_level_with_the_best_gap():
     assert both.settings.critic == "mlp" and both.settings.input_noise == best
     assert both.value == alone[best].value and both.std_error == alone[best].std_error
     assert both.history == alone[best].history
+    # Each level's training is timed, and the times add up to no more than the whole run.
+    timed = both.settings.candidate_seconds
+    assert list(timed) == list(both.settings.candidates) and all(t > 0 for t in timed.values())
+    assert sum(timed.values()) <= both.seconds
 
 
 def test_identical_distributions_interval_contains_zero(device):

@@ -311,6 +311,7 @@ class _FoldFit:
 
     trained: dict[str, CriticTrainer]   # by candidate label
     chosen: _Candidate
+    seconds: dict[str, float]           # each candidate's training wall time, by label
 
     @property
     def name(self) -> str:
@@ -456,11 +457,15 @@ def _fit_fold(k: int, candidates: list[_Candidate], xs: _Side, ys: _Side, cfg: T
               given: frozenset[str], dev, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
     spread = functools.cache(lambda: _coordinate_spread(xs, ys, k, cfg.seed))
-    trained = {c.label: _train_candidate(c, k, xs, ys, cfg, given, dev, spread, **kw) for c in candidates}
+    trained, seconds = {}, {}
+    for c in candidates:
+        start = time.perf_counter()
+        trained[c.label] = _train_candidate(c, k, xs, ys, cfg, given, dev, spread, **kw)
+        seconds[c.label] = time.perf_counter() - start
     chosen = max(candidates, key=lambda c: trained[c.label].state.best_val)
     if not distributed.same_parameters(trained[chosen.label].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
-    return _FoldFit(trained, chosen)
+    return _FoldFit(trained, chosen, seconds)
 
 
 def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
@@ -703,6 +708,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
             eval_every=first.cfg.eval_every, early_stop=first.cfg.early_stop, device=str(dev),
             seed=first.cfg.seed, world_size=distributed.world_size(), sample_shape=list(xs.shape),
             candidates={k: t.state.best_val for k, t in fits[0].trained.items()},
+            candidate_seconds=dict(fits[0].seconds),
             folds=len(fits), fold_critics=[f.name for f in fits],
             sampler=[xs.sampler is not None, ys.sampler is not None],
             input_noise=first.cfg.input_noise_relative, input_noise_sigma=first.cfg.input_noise,

@@ -63,6 +63,9 @@ class EstimateSettings(_ReadByKey):
         Best validation gap of every critic that was trained (first fold); a
         critic trained at several input-noise levels has one entry per level,
         ``"mlp (input_noise=0.7)"``.
+    candidate_seconds : dict of str to float
+        Wall time of training each of them (first fold), where ``critic="auto"``
+        spends its time.
     folds : int
         Cross-fitting folds (1: one train / validation / test split).
     fold_critics : list of str
@@ -90,6 +93,7 @@ class EstimateSettings(_ReadByKey):
     world_size: int
     sample_shape: list[int]
     candidates: dict[str, float] = field(default_factory=dict)
+    candidate_seconds: dict[str, float] = field(default_factory=dict)
     folds: int = 1
     fold_critics: list[str] = field(default_factory=list)
     sampler: list[bool] = field(default_factory=lambda: [False, False])

@@ -22,7 +22,8 @@ so both bounds meet and :math:`W_1(P, Q) = \\|s\\|_2`.
 :func:`wdist.estimate_w1` trains certified 1-Lipschitz critics on most of
 each sample and evaluates the best one (chosen on a validation split) on the
 untouched rest (``holdout=0.3`` of each side).  ``res.value`` is an unbiased
-estimate of a quantity ``<= W1``, with a CLT confidence interval ``[res.lower, res.upper]``.
+estimate of a quantity ``<= W1``, with a CLT confidence interval
+``[res.lower, res.upper]``.
 
 What to look at
 ---------------

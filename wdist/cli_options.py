@@ -81,7 +81,8 @@ def image_options() -> Callable:
 def train_options() -> Callable:
     return _options(
         click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="Training steps [default: up to 4000 (one per four training samples when that is more, at most 16000) with early stopping on the validation gap]."),
+                     help="Training steps [default: up to 4000 (one per four training samples when that is "
+                          "more, at most 16000) with early stopping on the validation gap]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Images per side per step, the global batch split between torchrun processes "
                           "[default: min(256, training split)]."),

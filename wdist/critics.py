@@ -375,8 +375,9 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     critic is optimal for shifts and, being far less able to over-fit the
     training split, often generalises better in high dimension (32-d shifted
     Gaussians: 0.99 vs 0.96 of the true W1); the semi-dual anchors critic fits
-    complex sample geometry that the neural critics reach only slowly (digits 0-4 vs 5-9 in-sample: 0.9999 of the exact
-    W1, against 0.80 for a 512-wide MLP after 1000 full-batch steps).
+    complex sample geometry that the neural critics reach only slowly (digits
+    0-4 vs 5-9 in-sample: 0.9999 of the exact W1, against 0.80 for a 512-wide
+    MLP after 1000 full-batch steps).
     """
     return (["bcop", "mlp"] if len(shape) == 3 else ["mlp"]) + ["linear", "anchors"]
 

@@ -282,18 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: SIGTERM behaves like Ctrl-C (clean exit, checkpoint kept)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
-    ended_well = False
     try:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
             _main_silent_rank(argv)
         else:
             cli.main(args=argv, prog_name="wdist")
-        ended_well = True
-    except SystemExit as exc:
-        ended_well = exc.code in (None, 0)
-        raise
     finally:
-        distributed.shutdown(synchronize=ended_well)
+        distributed.shutdown()
 
 
 def _main_silent_rank(argv: list[str] | None) -> None:

@@ -121,18 +121,9 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
-def shutdown(synchronize: bool = False) -> None:
-    """Leave the process group (if this process joined one).
-
-    ``synchronize``: first wait until every rank is here (a run that ended well on all of
-    them).  Without it a rank that tears its gloo connections down while another is still
-    finishing its last collective can make that one abort at exit (``terminate called
-    without an active exception``, seen once in a torchrun example test after the result
-    was printed).  Not after a failure: a rank that died would never arrive.
-    """
+def shutdown() -> None:
+    """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():
-        if synchronize and is_active():
-            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -27,10 +27,12 @@ Data Parallel Training", VLDB 2020 (DDP's bucketed gradient all-reduce).
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import inspect
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -48,6 +50,12 @@ __all__ = [
 #: Seconds a collective may wait for the other ranks before the job fails
 #: (a dead peer is usually noticed at once by gloo; this bounds the rest).
 DEFAULT_TIMEOUT_S = 600
+
+#: Seconds the main thread sleeps at interpreter exit (the GIL released) after
+#: joining a group, so that gloo's worker threads can free the tensors of the
+#: last collectives while Python can still run their destructors; see
+#: :func:`_let_collective_threads_finish`.
+EXIT_GRACE_S = 0.1
 
 
 class RankError(ValueError):
@@ -90,6 +98,7 @@ def init_from_env(device: str | torch.device = "auto", timeout_s: float | None =
     # barrier counts (a hang).  One key prefix per attempt keeps them apart.
     store = dist.PrefixStore(f"wdist/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/attempt{restart_count()}", store)
     dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank_, world_size=world, timeout=timeout)
+    _register_exit_grace()
     return world_size() > 1
 
 
@@ -125,6 +134,44 @@ def shutdown() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_exit_grace_registered = False
+
+
+def _register_exit_grace() -> None:
+    """Run :func:`_let_collective_threads_finish` at exit (once per process)."""
+    global _exit_grace_registered
+    if not _exit_grace_registered:
+        atexit.register(_let_collective_threads_finish)
+        _exit_grace_registered = True
+
+
+def _let_collective_threads_finish() -> None:
+    """At exit (``atexit``, registered by :func:`init_from_env` and
+    :func:`wrap_ddp`, also in a group the caller made): release the GIL
+    for :data:`EXIT_GRACE_S` before the interpreter finalizes.
+
+    Why: a gloo worker thread frees a collective's tensors just *after* the
+    caller's ``wait`` returns.  When Python has already dropped such a tensor,
+    that free runs its Python destructor and takes the GIL; if the interpreter
+    is finalizing by then, CPython ends the thread inside a C++ destructor and
+    the process aborts ("terminate called without an active exception",
+    SIGABRT, exit -6) after its work is done (pytorch/pytorch#190489; core dump
+    of a failed torchrun test: ``~AsyncAllreduceWork`` -> ``decref_pyobject``
+    -> ``take_gil`` -> ``pthread_exit`` during ``Py_FinalizeEx``).
+    ``destroy_process_group`` would join those threads, but in torch 2.13 a
+    ``DistributedDataParallel`` wrapper keeps the gloo group alive in C++
+    after it (its worker threads still run after ``destroy_process_group``,
+    ``del`` and ``gc.collect()``).  Every collective here is waited for, so
+    by exit only those frees are pending, and they need the GIL for
+    microseconds.  Measured (torch 2.13, 2 CPU cores): a two-rank script that
+    wraps one DDP module and exits right after 200 all-reduces aborted in 6
+    of 20 torchrun runs without this grace, 0 of 40 with it (0 of 20 even
+    with ``time.sleep(0)``); ``wdist estimate`` under torchrun (the test
+    suite's 2 x 60 images) aborted in 2 of 57 runs without it, 0 of 45 with it.
+    """
+    time.sleep(EXIT_GRACE_S)
 
 
 def _comm_device() -> torch.device:
@@ -275,6 +322,7 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """
     if not is_active():
         return module
+    _register_exit_grace()  # the wrapper keeps a gloo group's threads alive until exit
     device_ids = [device] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **_no_buffer_sync())
 

@@ -76,3 +76,24 @@ def test_ray_diagnostic_is_one_for_the_optimal_potential_and_scales_with_the_cri
 
 def test_ray_diagnostic_has_no_row_for_a_translation(known_truth_module):
     assert known_truth_module.funnel_pair("shift16") is None
+
+
+def test_population_gap_of_the_optimal_potential_is_the_truth(known_truth_module):
+    """``-u`` reaches W1 on fresh draws (within 4 of its standard errors, plus the truth's own);
+    ``u / 2`` reaches minus half of it; a finite base population has no fresh draws."""
+    pair = known_truth_module.funnel_pair("k16-4")
+    truth, truth_se = pair.truth(100_000)
+    gap, se = known_truth_module.population_gap(_Funnel(pair, -1.0), pair, 1.0, m=4_000)
+    assert 0 < se < 0.05 * truth
+    assert abs(gap - truth) < 4 * (se + truth_se)
+    half, half_se = known_truth_module.population_gap(_Funnel(pair, 1.0), pair, 2.0, m=4_000)
+    assert half == pytest.approx(-gap / 2, abs=1e-9) and half_se == pytest.approx(se / 2, abs=1e-9)
+    digits = known_truth_module.funnel_pair("img-digits-16-100")
+    assert known_truth_module.population_gap(_Funnel(digits, -1.0), digits, 1.0, m=100) is None
+
+
+def test_seed_lines_give_the_population_mean_only_where_every_seed_has_one(known_truth_module):
+    summary = known_truth_module._population_summary
+    runs = [{"population_ratio": 0.97}, {"population_ratio": 0.98}, {"population_ratio": 0.99}]
+    assert summary(runs) == "; population gap / truth 0.980 ± 0.010 (0.970, 0.980, 0.990)"
+    assert summary(runs[:2] + [{}]) == ""

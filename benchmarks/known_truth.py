@@ -54,6 +54,7 @@ import torch
 
 import wdist
 from wdist.datasets import FunnelPair, image_funnel_pair, korotin_pair, translation_samplers
+from wdist.training import gap_statistics
 
 from _markdown import publish
 
@@ -69,6 +70,8 @@ RAY_POINTS = 512
 POPULATION_DRAWS = 50_000
 #: Draws transported and scored at a time (5,000 x 3,072 float64 coordinates: 123 MB).
 POPULATION_CHUNK = 5_000
+#: Seed lines of up to this many seeds list each seed's value (and population gap).
+SEEDS_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -160,27 +163,25 @@ def population_gap(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: i
     is an unbiased estimate of this same gap, with the test split's standard error; this one
     has a fraction of it (50,000 draws, an MLP trained 300 steps at seed 0: 0.2 % of the
     truth against the test split's 1.5 % on the 16-funnel photo pair, 0.6 % against 2.5 % on
-    Korotin's D=128 N=4 pair at 10k/side).  Over seeds, the mean of the population gaps estimates what the mean of the
-    values estimates, the estimator's expected value, with that much less noise.  None for a
-    finite base population (the digits): its fresh draws would be the training samples.
+    Korotin's D=128 N=4 pair at 10k/side).  Over seeds, the mean of the population gaps
+    estimates what the mean of the values estimates, the estimator's expected value, with that
+    much less noise.  None for a finite base population (the digits): its fresh draws would be
+    the training samples.  Gap and standard error as the estimator's own
+    (:func:`wdist.training.gap_statistics`).
     """
     if getattr(pair.base, "population", None) is not None:
         return None
     rx, ry = (np.random.default_rng([seed, 11, side]) for side in (0, 1))
     device = next(critic.parameters()).device
-    sums, squares = np.zeros(2), np.zeros(2)
+    values: tuple[list, list] = ([], [])
     with torch.no_grad():
         for start in range(0, m, POPULATION_CHUNK):
             rows = min(POPULATION_CHUNK, m - start)
             y = pair.sample_base(rows, ry)
             for side, z in enumerate((pair.transport(pair.sample_base(rows, rx)), y)):
                 batch = torch.from_numpy(z.astype(np.float32)).reshape(rows, *pair.shape).to(device)
-                f = critic(batch).reshape(-1).double().cpu().numpy() / scale
-                sums[side] += f.sum()
-                squares[side] += (f * f).sum()
-    means = sums / m
-    variances = (squares - m * means**2) / (m - 1)
-    return float(means[0] - means[1]), float(np.sqrt(variances.sum() / m))
+                values[side].append(critic(batch).reshape(-1).double().cpu() / scale)
+    return gap_statistics(torch.cat(values[0]), torch.cat(values[1]))
 
 
 def run_case(case: Case, seed: int = 0) -> dict:
@@ -197,25 +198,21 @@ def run_case(case: Case, seed: int = 0) -> dict:
         "input_noise": res.settings.input_noise, "candidates": res.settings.candidates,
         "candidate_seconds": res.settings.candidate_seconds,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
-        **_rays(pair, seed, res),
-        **_population(pair, seed, res, truth),
+        **_critic_diagnostics(pair, seed, res, truth),
     }
 
 
-def _rays(pair: FunnelPair | None, seed: int, res) -> dict:
+def _critic_diagnostics(pair: FunnelPair | None, seed: int, res, truth: float) -> dict:
+    """The rays and population columns of a funnel pair's row (none for a translation)."""
     if pair is None or res.critic is None:
         return {}
-    grad_norm, cosine = ray_diagnostic(res.critic, pair, max(1.0, res.lipschitz), seed=seed)
-    return {"ray_grad_norm": grad_norm, "ray_cosine": cosine}
-
-
-def _population(pair: FunnelPair | None, seed: int, res, truth: float) -> dict:
-    if pair is None or res.critic is None:
-        return {}
-    gap = population_gap(res.critic, pair, max(1.0, res.lipschitz), seed=seed)
-    if gap is None:
-        return {}
-    return {"population_ratio": gap[0] / truth, "population_se_ratio": gap[1] / truth}
+    scale = max(1.0, res.lipschitz)
+    grad_norm, cosine = ray_diagnostic(res.critic, pair, scale, seed=seed)
+    row = {"ray_grad_norm": grad_norm, "ray_cosine": cosine}
+    gap = population_gap(res.critic, pair, scale, seed=seed)
+    if gap is not None:
+        row |= {"population_ratio": gap[0] / truth, "population_se_ratio": gap[1] / truth}
+    return row
 
 
 # The grid behind the issue's targets (full mode) and a seconds-long smoke grid (--quick).
@@ -298,7 +295,7 @@ def seeds_report(k: int, case_text: str) -> str:
     # (or noise level) validation picked, are what a mean hides.
     each = (f"; per seed {', '.join(f'{r:.3f}' for r in ratios)}; chosen "
             + ", ".join(f"{name} x{n}" for name, n in Counter(_critic_cell(r) for r in runs).items())
-            if k <= 10 else "")
+            if k <= SEEDS_LISTED else "")
     return (f"Honesty: {case.key}, {k} seeds (pair, samples and training all re-drawn): lower <= truth in "
             f"{ok}/{k} ({100 * ok / k:.0f}%); value / truth {ratios.mean():.3f} ± {ratios.std(ddof=1):.3f} "
             f"(min {ratios.min():.3f}, max {ratios.max():.3f}){each}{_population_summary(runs)}; "
@@ -311,7 +308,7 @@ def _population_summary(runs: list[dict]) -> str:
     if not runs or not all("population_ratio" in r for r in runs):
         return ""
     pop = np.array([r["population_ratio"] for r in runs])
-    each = f" ({', '.join(f'{p:.3f}' for p in pop)})" if len(runs) <= 10 else ""
+    each = f" ({', '.join(f'{p:.3f}' for p in pop)})" if len(runs) <= SEEDS_LISTED else ""
     spread = f" ± {pop.std(ddof=1):.3f}" if len(runs) > 1 else ""
     return f"; population gap / truth {pop.mean():.3f}{spread}{each}"
 

@@ -286,7 +286,9 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
-def seeds_report(k: int, case_text: str) -> str:
+def seeds_report(k: int, case_text: str) -> tuple[str, dict]:
+    """(the seed line of ``k`` seeds of one case, its seed-0 run: the case's row, as ``--case``
+    would run it)."""
     case = parse_case(case_text)
     runs = [run_case(case, seed) for seed in range(k)]
     ok = sum(r["lower_ok"] for r in runs)
@@ -299,7 +301,7 @@ def seeds_report(k: int, case_text: str) -> str:
     return (f"Honesty: {case.key}, {k} seeds (pair, samples and training all re-drawn): lower <= truth in "
             f"{ok}/{k} ({100 * ok / k:.0f}%); value / truth {ratios.mean():.3f} ± {ratios.std(ddof=1):.3f} "
             f"(min {ratios.min():.3f}, max {ratios.max():.3f}){each}{_population_summary(runs)}; "
-            f"{sum(r['seconds'] for r in runs):.0f} s in all.")
+            f"{sum(r['seconds'] for r in runs):.0f} s in all."), runs[0]
 
 
 def _population_summary(runs: list[dict]) -> str:
@@ -329,7 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     parser.add_argument("--case", action="append", help="pair:regime[:n[:opts]] (repeatable); merged into saved rows")
-    parser.add_argument("--seeds", type=int, default=0, help="honesty check: this many seeds of one pair")
+    parser.add_argument("--seeds", type=int, default=0, help="honesty check: this many seeds of one pair (seed 0 is also saved as its row)")
     parser.add_argument("--seeds-case", default=SEEDS_CASE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -346,8 +348,9 @@ def main() -> None:
         saved["rows"][row["key"]] = row
         print(" | ".join(_row(row)), flush=True)
     if args.seeds:
-        line = seeds_report(args.seeds, args.seeds_case)
+        line, row = seeds_report(args.seeds, args.seeds_case)
         saved.setdefault("seeds", {})[parse_case(args.seeds_case).key] = line
+        saved["rows"][row["key"]] = row  # seed 0 is the row: no second run of it
         print(line)
     saved["machine"] = (f"{_cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
                         f"torch {torch.__version__}, wdist {wdist.__version__}")

@@ -188,6 +188,25 @@ def test_a_finite_plateau_stops_the_run_only_once_the_training_gap_has_caught_up
     assert _evaluations_until_stop(_plateau_trainer(False), [0.98] * 40) == first_plateau
 
 
+def test_a_validation_gap_that_creeps_up_is_not_a_plateau():
+    """The plateau is judged over a window: the best validation gap must rise by a tenth of its
+    standard error (0.01 here) over the last ``patience`` evaluations.  Steps of 0.05 standard
+    errors add up to 0.25 over five evaluations (progress; a rule counting single gains
+    above 0.1 standard errors would stop at the sixth); steps of 0.01 add up to 0.05 (plateau)."""
+    creeping, flat = _plateau_trainer(False), _plateau_trainer(False)
+    for trainer, step in ((creeping, 0.0005), (flat, 0.0001)):
+        gaps = iter([1.0 + step * i for i in range(100)])
+        trainer.validation_gap = lambda gaps=gaps: (next(gaps), 0.01)
+    assert _evaluations_until_stop(creeping, [1.0] * 40) is None
+    assert _evaluations_until_stop(flat, [1.0] * 40) == 6
+    # A checkpoint of the older rule (evaluations without gain) resumes at the same window.
+    state = flat.state_dict()
+    del state["progress"]["window_start"]
+    state["progress"]["bad_evals"] = 2
+    flat.load_state_dict(state)
+    assert flat.state.window_start == len(flat.state.history) - 2
+
+
 def test_only_finite_samples_wait_while_the_critic_is_under_fitted():
     from wdist.estimator import _train_config
 

@@ -570,7 +570,7 @@ def estimate_w1(
         Per side; default ``min(256, training split size)``, 64 for the
         convolutional critics (``wdist.critics.CRITICS[name].batch_size``).
     lr : float, optional
-        Adam learning rate, default 1e-3 (1e-2 for the anchors critic).
+        Adam learning rate, default 1e-3 (3e-3 for the MLP, 1e-2 for the anchors critic).
     holdout : float
         Fraction of each side kept for the final test evaluation (default 0.3,
         ``DEFAULT_HOLDOUT``: a larger training split tightens the bound more

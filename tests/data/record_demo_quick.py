@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import demo_quick_output  # noqa: E402 (tests/ on the path first)
 
-NOTE = ("wdist demo --quick after auto added the MLP at two input-noise levels beside BCOP on images (issue 14), "
+NOTE = ("wdist demo --quick after the MLP critic's learning rate became 3e-3 and the plateau rule a window (issue 14), "
         "timing removed; re-record with tests/data/record_demo_quick.py only for a change "
         "meant to move the number")
 

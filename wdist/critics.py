@@ -352,7 +352,7 @@ CRITICS: dict[str, CriticSpec] = _specs(
     # level wins everywhere (digits 0-4 vs 5-9 held out: 2.875 with it, 2.824 without), so
     # both are trained and validation keeps one.  It did not help the BCOP critic on 8x8
     # digit funnels (0.967 -> 0.962 at 0.5), hence none there.
-    # lr 3e-3: on the 16-funnel photo pair, population gaps of the kept critic (50,000 fresh
+    # lr 3e-3: on the 16-funnel photo pair, population gaps of the kept critic (20,000 fresh
     # draws a side, seeds 0-2) 0.974 -> 0.977 at noise 0 in the same time; neutral on the D=128
     # 4-funnel pair at 10k per side (0.685 -> 0.687 with the windowed plateau rule, seeds 0-5).
     CriticSpec("mlp", mlp_critic, input_noise=MLP_NOISE_LEVELS, lr=MLP_LR),

@@ -331,7 +331,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     parser.add_argument("--case", action="append", help="pair:regime[:n[:opts]] (repeatable); merged into saved rows")
-    parser.add_argument("--seeds", type=int, default=0, help="honesty check: this many seeds of one pair (seed 0 is also saved as its row)")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="honesty check: this many seeds of one pair (seed 0 is also saved as its row)")
     parser.add_argument("--seeds-case", default=SEEDS_CASE)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

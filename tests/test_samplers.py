@@ -1,5 +1,7 @@
 """Sampler inputs (fresh draws) and K-fold cross-fitting in estimate_w1."""
 
+import math
+
 import pytest
 import torch
 from torch.utils.data import IterableDataset
@@ -7,7 +9,8 @@ from torch.utils.data import IterableDataset
 import wdist
 from wdist.datasets import translation_samplers
 from wdist.data import split_indices
-from wdist.estimator import CLOSED_FORM_DRAWS
+from wdist.estimator import (CLOSED_FORM_DRAWS, DEFAULT_SAMPLER_TEST_DRAWS, DEFAULT_SAMPLER_VALIDATION_DRAWS,
+                             TEST_DRAW_CHUNK)
 
 
 class Recorder:
@@ -53,6 +56,22 @@ def test_the_linear_critic_fits_fresh_draws_in_closed_form():
     test, seen = rx.draws[-1], torch.cat(rx.draws[:-1])
     suspects = test[torch.isin(test[:, 0], seen[:, 0])]
     assert not any((seen[seen[:, 0] == row[0]] == row).all(1).any() for row in suspects)
+
+
+def test_by_default_a_sampler_validates_on_10000_draws_and_tests_on_50000_drawn_in_chunks():
+    sx, sy, w1 = translation_samplers((16,), shift_norm=1.0, seed=4)
+    rx = Recorder(sx)
+    res = wdist.estimate_w1(rx, sy, critic="linear", progress=False)
+    validation = DEFAULT_SAMPLER_VALIDATION_DRAWS
+    assert res.n_validation == (validation, validation) == (10_000, 10_000)
+    assert res.n_test == (DEFAULT_SAMPLER_TEST_DRAWS, DEFAULT_SAMPLER_TEST_DRAWS) == (50_000, 50_000)
+    sizes = [len(d) for d in rx.draws]
+    assert sizes[1] == validation  # after the shape probe
+    assert sizes[-5:] == [TEST_DRAW_CHUNK] * 5 and sum(sizes) == 2 + 10_000 + CLOSED_FORM_DRAWS + 50_000
+    # The linear critic's values are unit-variance Gaussians on each side, so the interval's
+    # half-width is z * sqrt(2 / 50,000) = 0.0124 (0.0277 with 10,000 test draws).
+    assert (res.upper - res.lower) / 2 == pytest.approx(1.96 * math.sqrt(2 / 50_000), rel=0.05)
+    assert res.lower <= w1 <= res.upper
 
 
 def test_an_iterable_dataset_is_a_sampler():

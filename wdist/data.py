@@ -27,7 +27,7 @@ from . import distributed
 from .cuda_options import CudaOptions
 
 __all__ = ["Samples", "as_samples", "paired_samples", "split_indices", "Split", "training_batches", "critic_values",
-           "sample_mean", "sampler_mean", "VALIDATION_FRACTION"]
+           "sample_mean", "sampler_draws", "sampler_mean", "VALIDATION_FRACTION"]
 
 #: Fraction of the non-test samples of each side used for validation.
 VALIDATION_FRACTION = 0.2
@@ -293,11 +293,17 @@ def sample_mean(samples: Samples, indices: torch.Tensor, batch_size: int = 1024)
 
 
 @torch.no_grad()
+def sampler_draws(sampler, n: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``n`` fresh draws of ``sampler``, ``batch_size`` at a time (the last call draws the rest)."""
+    for start in range(0, n, batch_size):
+        yield sampler(min(batch_size, n - start))
+
+
 def sampler_mean(sampler, n: int, batch_size: int = 1024) -> torch.Tensor:
     """Mean of ``n`` fresh draws of ``sampler`` (float64, CPU), drawn ``batch_size`` at a time."""
     total = 0.0
-    for start in range(0, n, batch_size):
-        total = total + sampler(min(batch_size, n - start)).double().sum(0)
+    for draw in sampler_draws(sampler, n, batch_size):
+        total = total + draw.double().sum(0)
     return total.cpu() / n
 
 

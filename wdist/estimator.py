@@ -36,7 +36,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import Checkpointer
 from .critics import CRITICS, CrossFitCritic, auto_candidates, check_critic_name
-from .data import Samples, Split, as_samples, critic_values, sample_mean, sampler_mean, split_indices
+from .data import Samples, Split, as_samples, critic_values, sample_mean, sampler_draws, sampler_mean, split_indices
 from .exact import upper_bound
 from .lipschitz import lipschitz_bound, lipschitz_by_construction
 from .results import Bracket, EstimateSettings, W1Result, bracket_side_level
@@ -183,12 +183,8 @@ class _Side:
         if self.sampler is None:
             idx = distributed.share(self.fold(k).test)
             return critic_values(critic, self.samples, idx, batch_size, device)
-        values = []
-        for start in range(0, self.test_size, TEST_DRAW_CHUNK):
-            m = min(TEST_DRAW_CHUNK, self.test_size - start)
-            values.append(critic_values(critic, Samples(self.sampler(m), self.name), torch.arange(m), batch_size,
-                                        device))
-        return torch.cat(values)
+        return torch.cat([critic_values(critic, Samples(draw, self.name), torch.arange(len(draw)), batch_size, device)
+                          for draw in sampler_draws(self.sampler, self.test_size, TEST_DRAW_CHUNK)])
 
     def anchors(self, fold: Split, seed: int, max_anchors: int) -> torch.Tensor:
         """Up to ``max_anchors`` training samples (never validation or test ones; a sampler draws fresh)."""
@@ -203,10 +199,10 @@ def _prepare_side(obj, name: str, num_workers: int, holdout: float, folds: int, 
         if distributed.world_size() > 1:
             raise ValueError(f"{name}: sampler inputs run in one process only, not under torchrun")
         sampler = as_sampler(obj, name)
-        size = test_size or DEFAULT_SAMPLER_VALIDATION_DRAWS
-        val = Samples(sampler(size), name)
-        per_fold = max(2, (test_size or DEFAULT_SAMPLER_TEST_DRAWS) // folds)
-        return _Side(name, val, [Split(None, torch.arange(size), None)], sampler, per_fold)
+        n_val = test_size or DEFAULT_SAMPLER_VALIDATION_DRAWS
+        n_test = test_size or DEFAULT_SAMPLER_TEST_DRAWS
+        val = Samples(sampler(n_val), name)
+        return _Side(name, val, [Split(None, torch.arange(n_val), None)], sampler, max(2, n_test // folds))
     samples = as_samples(obj, name, num_workers)
     return _Side(name, samples, split_indices(len(samples), holdout, gen, name, folds, MAX_TEST_SPLIT))
 

@@ -1,8 +1,10 @@
 """estimate_w1 against closed forms; its results and its bad-input errors."""
 
 import json
+import math
 
 import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -143,15 +145,16 @@ def test_the_learning_rate_drops_only_when_both_sides_are_samplers():
     assert sorted({h["lr"] for h in fresh.history}, reverse=True) == pytest.approx([lr, lr / 10, lr / 100])
 
 
-def _plateau_trainer(wait_while_under_fitted: bool):
+def _plateau_trainer(wait_while_under_fitted: bool, **options):
     """A trainer whose validation gap is pinned at 1.0 (standard error 0.01): every
-    evaluation after the first is a plateau, so only the stopping rule decides the end."""
+    evaluation after the first is a plateau, so only the stopping rule decides the end
+    (``options``: more TrainConfig fields)."""
     from wdist.data import Samples
     from wdist.training import CriticTrainer, TrainConfig
 
     x, y = _shifted_gaussians(40, 2)
-    cfg = TrainConfig(max_steps=10_000, batch_size=8, lr=1e-3, eval_every=10, early_stop=True,
-                      lr_drops=0, wait_while_under_fitted=wait_while_under_fitted)
+    cfg = TrainConfig(max_steps=10_000, batch_size=8, lr=1e-3, eval_every=10,
+                      **{"early_stop": True, "lr_drops": 0, **options}, wait_while_under_fitted=wait_while_under_fitted)
     idx = torch.arange(20)
     trainer = CriticTrainer(wdist.critics.mlp_critic((2,), width=16, depth=1), Samples(x, "x"), Samples(y, "y"),
                             (idx, idx), (idx + 20, idx + 20), cfg, torch.device("cpu"))
@@ -205,6 +208,60 @@ def test_a_validation_gap_that_creeps_up_is_not_a_plateau():
     state["progress"]["bad_evals"] = 2
     flat.load_state_dict(state)
     assert flat.state.window_start == len(flat.state.history) - 2
+
+
+def test_a_candidate_trailing_the_leader_stops_at_its_first_plateau():
+    """At a plateau a critic whose best validation gap (1.0, standard error 0.01) trails the
+    leader's by more than TRAILING_FRACTION of it and three standard errors stops there:
+    no learning-rate drop, no under-fitted wait.  Within that margin, or with no leader,
+    the drops (two here) and the wait run as before; with a fixed step count nothing stops."""
+    from wdist.training import TRAILING_FRACTION
+
+    first_plateau, patience = 6, 5
+    assert TRAILING_FRACTION == 0.25
+    trailing = _plateau_trainer(True, lr_drops=2, leader_gap=1.5)  # 1.0 < 1.5 - 0.375
+    assert _evaluations_until_stop(trailing, [0.9] * 40) == first_plateau  # 0.9: under-fitted, yet stops
+    assert trailing.state.stopped == "trailing" and trailing.state.lr_drops == 0
+    assert {h["lr"] for h in trailing.state.history} == {1e-3}
+    steps = trailing.state.step
+    trailing.fit()  # as when resumed from a checkpoint written at that stop: nothing to train
+    assert trailing.state.step == steps
+    for leader in (1.3, -math.inf):  # 1.0 >= 1.3 - 0.325: within the margin
+        close = _plateau_trainer(False, lr_drops=2, leader_gap=leader)
+        assert _evaluations_until_stop(close, [1.0] * 40) == first_plateau + 2 * patience
+        assert close.state.stopped == "converged" and close.state.lr_drops == 2
+    waiting = _plateau_trainer(True, leader_gap=1.3)
+    assert _evaluations_until_stop(waiting, [0.9] * 40) is None  # the under-fitted wait still holds
+    # Near a zero gap three standard errors (0.03) decide: a leader of 0.025 is not far
+    # enough ahead of a critic pinned at 0.0, one of 0.035 is.
+    for leader, stops_at in ((0.025, None), (0.035, first_plateau)):
+        near_zero = _plateau_trainer(True, leader_gap=leader)
+        near_zero.validation_gap = lambda: (0.0, 0.01)
+        assert _evaluations_until_stop(near_zero, [-0.1] * 40) == stops_at
+    fixed = _plateau_trainer(False, leader_gap=10.0, early_stop=False)
+    assert _evaluations_until_stop(fixed, [1.0] * 40) is None
+
+
+def test_auto_trains_each_candidate_against_the_best_validation_gap_before_it(monkeypatch):
+    """``auto`` gives each candidate the best validation gap of the ones trained before it
+    on the same split as ``leader_gap`` (none for the first), in each fold."""
+    import wdist.estimator as estimator
+
+    seen, original = [], estimator._train_candidate
+
+    def record(candidate, k, xs, ys, cfg, *args, **kwargs):
+        trainer = original(candidate, k, xs, ys, cfg, *args, **kwargs)
+        seen.append((k, candidate.label, cfg.leader_gap, trainer.state.best_val))
+        return trainer
+
+    monkeypatch.setattr(estimator, "_train_candidate", record)
+    x, y = _shifted_gaussians(300, 4, shift=1.0)
+    res = wdist.estimate_w1(x, y, eval_every=20, folds=2, progress=False, seed=0)
+    assert [label for k, label, _, _ in seen if k == 0] == list(res.settings.candidates)
+    for k in (0, 1):
+        fold = [(lead, best) for j, _, lead, best in seen if j == k]
+        assert fold[0][0] == -math.inf
+        assert all(lead == max(best for _, best in fold[:i]) for i, (lead, _) in enumerate(fold) if i > 0)
 
 
 def test_only_finite_samples_wait_while_the_critic_is_under_fitted():

@@ -29,7 +29,16 @@ from .data import Samples, critic_values, training_batches
 from .lipschitz import training_penalty
 from .nn import retract_
 
-__all__ = ["TrainConfig", "CriticTrainer", "critic_values", "gap_statistics", "make_adam"]
+__all__ = ["TrainConfig", "CriticTrainer", "critic_values", "gap_statistics", "make_adam", "TRAILING_FRACTION"]
+
+#: How far (a fraction of the leader's validation gap) a candidate may trail at a plateau and
+#: still earn its learning-rate drops and under-fitted waits.  What those have added after a
+#: first plateau, measured on benchmarks/known_truth.py: at most 0.04 of the true W1 (the drops,
+#: Korotin's D=128 4-funnel sampler pair) and 0.08-0.11 (the wait, the same pair at 50k per
+#: side); a quarter is more than twice either.  What it saves: the anchors critic on the
+#: 16-funnel sampler pair sits at -0.40 of the truth against the MLP's +0.95 and trained
+#: 2,000 steps through its two drops (156 s); it now stops at its first plateau (800, 68 s).
+TRAILING_FRACTION = 0.25
 
 
 @dataclass
@@ -58,6 +67,12 @@ class TrainConfig:
     #: gap has caught up, a plateau is where over-fitting starts, and the run stops.  For
     #: finite samples; with two samplers every batch is fresh and the drops decide.
     wait_while_under_fitted: bool = False
+    #: The best validation gap of the candidates trained before this one on the same
+    #: validation split (``critic="auto"``; -inf: none).  At a plateau, a critic that trails
+    #: it by more than :data:`TRAILING_FRACTION` of it (and three standard errors) stops:
+    #: the learning-rate drops and the under-fitted wait refine a critic, they do not close
+    #: such a gap, and it would not be chosen.
+    leader_gap: float = -math.inf
 
 
 def gap_statistics(fx: torch.Tensor, fy: torch.Tensor) -> tuple[float, float]:
@@ -127,7 +142,8 @@ class CriticTrainer:
     evaluations, :meth:`_plateau`) the learning rate is divided by 10
     (``lr_drops`` times), then training stops (if ``early_stop``; with
     ``cfg.wait_while_under_fitted`` only once the training gap has caught up
-    with validation).
+    with validation); a critic that trails ``cfg.leader_gap`` by more than
+    :data:`TRAILING_FRACTION` of it stops at its first plateau (:meth:`_trailing`).
 
     With ``cfg.ema > 0`` what validation scores, and what is kept, is the
     exponential moving average of the free parameters (decay
@@ -226,7 +242,7 @@ class CriticTrainer:
         desc: str = "training critic",
     ) -> None:
         cfg, s = self.cfg, self.state
-        if s.stopped == "converged":  # resumed from a checkpoint written at convergence
+        if s.stopped in ("converged", "trailing"):  # resumed from a checkpoint written at the stop
             self.critic.load_state_dict(self.best_params)
             self.critic.eval()
             return
@@ -360,6 +376,9 @@ class CriticTrainer:
         if not self._plateau(val_se):
             return False
         s.window_start = len(s.history)
+        if cfg.early_stop and self._trailing(val_se):
+            s.stopped = "trailing"
+            return True
         if s.lr_drops < cfg.lr_drops:
             # Restart from the best critic at a lower rate: a plateau is often
             # the start of over-fitting the training split.
@@ -391,6 +410,14 @@ class CriticTrainer:
             return False
         before = max((h["val_gap"] for h in s.history[:-patience]), default=-math.inf)
         return s.best_val <= before + 0.1 * val_se
+
+    def _trailing(self, val_se: float) -> bool:
+        """The best validation gap is below ``cfg.leader_gap`` by more than
+        :data:`TRAILING_FRACTION` of the leader's gap and by more than three standard errors."""
+        lead = self.cfg.leader_gap
+        if not math.isfinite(lead):
+            return False
+        return self.state.best_val < lead - max(TRAILING_FRACTION * abs(lead), 3 * val_se)
 
     def _under_fitted(self) -> bool:
         """The mean training gap of the last ``patience`` evaluations is below the best

@@ -35,6 +35,7 @@ honesty check: K seeds of one pair, how often ``lower <= truth``.
     .venv/bin/python benchmarks/known_truth.py --case k128-4:finite:10000   # one row, merged
     .venv/bin/python benchmarks/known_truth.py --seeds 20   # honesty over 20 seeds
     .venv/bin/python benchmarks/known_truth.py --quick      # seconds: the slow test's smoke run
+    .venv/bin/python benchmarks/known_truth.py --render     # .md and .png again from the .json
 
 Results: benchmarks/results/known_truth.md, .json, .png (``--quick``: known_truth-quick.*).
 """
@@ -266,12 +267,15 @@ HEADER = ["pair", "regime", "true W1", "wdist [CI]", "value / truth", "populatio
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Left: each row's value / truth down to its lower bound.  Right: tightness against wall
+    time, one marker per row, a colour per pair (filled: the default ``auto``; hollow: a named
+    critic or other options), so the defaults' place on each pair's frontier shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 0.35 * len(rows) + 1.5), dpi=100)
+    fig = Figure(figsize=(15, 0.35 * len(rows) + 1.5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax, frontier = fig.subplots(1, 2, gridspec_kw={"width_ratios": (3, 2)})
     labels = [" ".join([r["pair"], r["regime"], str(r["n"] or "")]
                        + [f"{k}={v}" for k, v in r["options"].items()]) for r in rows]
     ratios = [r["ratio"] for r in rows]
@@ -282,8 +286,28 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("certified estimate / true W1 (bar: value, whisker: down to the lower bound)")
     ax.set_xlim(0, 1.1)
+    _plot_frontier(frontier, rows)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _plot_frontier(ax, rows: list[dict]) -> None:
+    """value / truth against seconds (log), one colour per (pair, regime, n)."""
+    groups = sorted({(r["pair"], r["regime"], r["n"]) for r in rows}, key=str)
+    colours = {g: f"C{i % 10}" for i, g in enumerate(groups)}
+    markers = {g: "osD^v<>"[i // 10 % 7] for i, g in enumerate(groups)}
+    for r in rows:
+        g = (r["pair"], r["regime"], r["n"])
+        default = not r["options"]
+        ax.scatter(max(r["seconds"], 0.1), r["ratio"], marker=markers[g], s=36, edgecolors=colours[g],
+                   facecolors=colours[g] if default else "none", linewidths=1.2)
+    for g in groups:
+        ax.scatter([], [], marker=markers[g], color=colours[g], label=" ".join(str(v) for v in g if v))
+    ax.set_xscale("log")
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_xlabel("wall time of the estimate, s (log; 2 CPU cores)")
+    ax.set_ylabel("value / true W1 (filled: default auto; hollow: other options)")
+    ax.legend(fontsize=6, loc="lower left")
 
 
 def seeds_report(k: int, case_text: str) -> tuple[str, dict]:
@@ -335,15 +359,20 @@ def main() -> None:
                         help="honesty check: this many seeds of one pair (seed 0 is also saved as its row)")
     parser.add_argument("--seeds-case", default=SEEDS_CASE)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite the .md and .png from the saved .json (after editing it); runs nothing")
     args = parser.parse_args()
     stem = "known_truth-quick" if args.quick else "known_truth"
     json_path = args.out / f"{stem}.json"
     # --case and --seeds add to the saved results; the full grid starts afresh.
-    merge = json_path.exists() and (args.case or args.seeds)
+    merge = json_path.exists() and (args.case or args.seeds or args.render)
     saved = json.loads(json_path.read_text()) if merge else {"rows": {}}
     if not isinstance(saved.get("seeds", {}), dict):  # one honesty line before: keyed since
         saved["seeds"] = {}
-    cases = [parse_case(c) for c in (args.case or (QUICK if args.quick else FULL if not args.seeds else []))]
+    if args.render and not merge:
+        raise SystemExit(f"--render: no saved results at {json_path}")
+    default_cases = [] if args.render or args.seeds else QUICK if args.quick else FULL
+    cases = [parse_case(c) for c in (args.case or default_cases)]
     for case in cases:
         row = run_case(case)
         saved["rows"][row["key"]] = row
@@ -353,8 +382,9 @@ def main() -> None:
         saved.setdefault("seeds", {})[parse_case(args.seeds_case).key] = line
         saved["rows"][row["key"]] = row  # seed 0 is the row: no second run of it
         print(line)
-    saved["machine"] = (f"{_cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
-                        f"torch {torch.__version__}, wdist {wdist.__version__}")
+    if not args.render:
+        saved["machine"] = (f"{_cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
+                            f"torch {torch.__version__}, wdist {wdist.__version__}")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(saved, indent=1) + "\n")
     rows = list(saved["rows"].values())

@@ -28,6 +28,15 @@ def test_known_truth_quick_writes_honest_rows(tmp_path):
             assert 0 < row["ray_grad_norm"] <= 1 + 1e-3 and -1 <= row["ray_cosine"] <= 1
     assert (tmp_path / "known_truth-quick.md").read_text().count("\n|") >= len(rows) + 1
     assert (tmp_path / "known_truth-quick.png").stat().st_size > 10_000
+    # --render writes the report again from the saved rows, running nothing.
+    report = (tmp_path / "known_truth-quick.md").read_text()
+    for suffix in ("md", "png"):
+        (tmp_path / f"known_truth-quick.{suffix}").unlink()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "known_truth.py"), "--quick", "--render",
+                           "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "known_truth-quick.md").read_text() == report
+    assert (tmp_path / "known_truth-quick.png").stat().st_size > 10_000
 
 
 @pytest.fixture

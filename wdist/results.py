@@ -225,6 +225,14 @@ class W1Result:
         previous evaluation), val_gap, val_se, lr.
     critic : nn.Module
         The trained critic ``f`` (in eval mode, on ``device``).
+    steps, best_step : int
+        The chosen critic's training steps, and the step of the kept parameters.
+    stopped : str
+        Why its training ended: ``"converged"`` (a plateau of the validation
+        gap), ``"max_steps"`` or ``"closed_form"`` (the linear critic, set
+        without steps).  A candidate that ``auto`` stopped at a plateau behind
+        an earlier one (``wdist.training.TRAILING_FRACTION``) ends
+        ``"trailing"``; it is never the chosen critic.
     settings : EstimateSettings
         How the estimate was made.
     bracket : Bracket or None

@@ -382,11 +382,11 @@ def main() -> None:
         saved.setdefault("seeds", {})[parse_case(args.seeds_case).key] = line
         saved["rows"][row["key"]] = row  # seed 0 is the row: no second run of it
         print(line)
-    if not args.render:
+    if not args.render:  # rendering reads the saved rows and machine: nothing to write back
         saved["machine"] = (f"{_cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads, "
                             f"torch {torch.__version__}, wdist {wdist.__version__}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(saved, indent=1) + "\n")
+        args.out.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(saved, indent=1) + "\n")
     rows = list(saved["rows"].values())
     notes = (f"Machine of the last run: {saved['machine']} (rows merged from earlier runs keep their "
              f"times, which may come from another 2-core machine: benchmarks/README.md says which).  "

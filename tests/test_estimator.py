@@ -4,7 +4,6 @@ import json
 import math
 
 import numpy as np
-
 import pytest
 import torch
 from torch import nn
@@ -149,12 +148,14 @@ def _plateau_trainer(wait_while_under_fitted: bool, **options):
     """A trainer whose validation gap is pinned at 1.0 (standard error 0.01): every
     evaluation after the first is a plateau, so only the stopping rule decides the end
     (``options``: more TrainConfig fields)."""
+    from dataclasses import replace
+
     from wdist.data import Samples
     from wdist.training import CriticTrainer, TrainConfig
 
     x, y = _shifted_gaussians(40, 2)
-    cfg = TrainConfig(max_steps=10_000, batch_size=8, lr=1e-3, eval_every=10,
-                      **{"early_stop": True, "lr_drops": 0, **options}, wait_while_under_fitted=wait_while_under_fitted)
+    cfg = replace(TrainConfig(max_steps=10_000, batch_size=8, lr=1e-3, eval_every=10, early_stop=True,
+                              lr_drops=0, wait_while_under_fitted=wait_while_under_fitted), **options)
     idx = torch.arange(20)
     trainer = CriticTrainer(wdist.critics.mlp_critic((2,), width=16, depth=1), Samples(x, "x"), Samples(y, "y"),
                             (idx, idx), (idx + 20, idx + 20), cfg, torch.device("cpu"))

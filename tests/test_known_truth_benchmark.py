@@ -12,12 +12,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_quick(out: Path, *options: str, timeout: int = 600) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "known_truth.py"), "--quick", *options,
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_known_truth_quick_writes_honest_rows(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "known_truth.py"), "--quick", "--out",
-                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_quick(tmp_path)
     rows = json.loads((tmp_path / "known_truth-quick.json").read_text())["rows"]
     assert {r["regime"] for r in rows.values()} == {"finite", "sampler"}
     for row in rows.values():
@@ -32,9 +36,7 @@ def test_known_truth_quick_writes_honest_rows(tmp_path):
     report = (tmp_path / "known_truth-quick.md").read_text()
     for suffix in ("md", "png"):
         (tmp_path / f"known_truth-quick.{suffix}").unlink()
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "known_truth.py"), "--quick", "--render",
-                           "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_quick(tmp_path, "--render", timeout=120)
     assert (tmp_path / "known_truth-quick.md").read_text() == report
     assert (tmp_path / "known_truth-quick.png").stat().st_size > 10_000
 

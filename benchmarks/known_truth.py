@@ -23,7 +23,10 @@ Each row: truth (Monte-Carlo mean of ||y - T(y)|| with its standard error),
 value [lower, upper], value / truth, the chosen critic's population gap / truth
 (:func:`population_gap`: its gap on 50,000 fresh draws per side, which the
 value estimates without bias, with a fraction of the noise; funnel pairs
-whose base can be drawn afresh), whether ``lower <= truth``, the chosen
+whose base can be drawn afresh), the centre cone's gap / truth
+(:func:`centre_cone_gap`: ``-||z||``, one funnel at the centre of the apices'
+box, trained on nothing: what a critic that locates no apex reaches; funnel
+pairs), whether ``lower <= truth``, the chosen
 critic, its certified Lipschitz bound, wall time, and for the funnel pairs
 (:func:`ray_diagnostic`) the critic's mean gradient norm on the transport
 segments and its length-weighted cosine with them: their product is about the
@@ -185,6 +188,22 @@ def population_gap(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: i
     return gap_statistics(torch.cat(values[0]), torch.cat(values[1]))
 
 
+def centre_cone_gap(pair: FunnelPair, m: int = POPULATION_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """(gap, standard error) of the critic ``-||z||`` over W1's pairs ``(T(y), y)``.
+
+    One funnel at the centre of the box the apices are drawn from, learned from nothing:
+    what a critic that locates no apex gets (its gap over W1 is the length-weighted cosine
+    of the rays from the box's centre with the true rays).  A fixed function's gap needs no
+    independent sides, so each draw y of P is scored with its own transport: the mean of
+    ``||y|| - ||T(y)||`` over ``m`` fresh draws, or exactly over a finite base population.
+    """
+    population = getattr(pair.base, "population", None)
+    y = population if population is not None else pair.sample_base(m, np.random.default_rng([seed, 11, 2]))
+    gain = np.linalg.norm(y, axis=1) - np.linalg.norm(pair.transport(y), axis=1)
+    se = 0.0 if population is not None else float(gain.std(ddof=1) / np.sqrt(len(gain)))
+    return float(gain.mean()), se
+
+
 def run_case(case: Case, seed: int = 0) -> dict:
     sx, sy, truth, truth_se, pair = make_pair(case.pair, seed)
     inputs = (sx(case.n), sy(case.n)) if case.regime == "finite" else (sx, sy)
@@ -210,6 +229,7 @@ def _critic_diagnostics(pair: FunnelPair | None, seed: int, res, truth: float) -
     scale = max(1.0, res.lipschitz)
     grad_norm, cosine = ray_diagnostic(res.critic, pair, scale, seed=seed)
     row = {"ray_grad_norm": grad_norm, "ray_cosine": cosine}
+    row["cone_ratio"] = centre_cone_gap(pair, seed=seed)[0] / truth
     gap = population_gap(res.critic, pair, scale, seed=seed)
     if gap is not None:
         row |= {"population_ratio": gap[0] / truth, "population_se_ratio": gap[1] / truth}
@@ -242,6 +262,7 @@ def _row(r: dict) -> list[str]:
     opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
     return [r["pair"], regime + (f" ({opts})" if opts else ""), f"{r['truth']:.4g} ± {r['truth_se']:.2g}",
             f"{r['value']:.4g} [{r['lower']:.4g}, {r['upper']:.4g}]", f"**{r['ratio']:.3f}**", _population_cell(r),
+            f"{r['cone_ratio']:.3f}" if "cone_ratio" in r else "",
             "yes" if r["lower_ok"] else "**NO**", _critic_cell(r),
             f"{r['lipschitz']:.6f}", _rays_cell(r), f"{r['seconds']:.0f} s", _pct(sort_out), _pct(gp)]
 
@@ -262,12 +283,14 @@ def _rays_cell(r: dict) -> str:
     return f"{r['ray_grad_norm']:.3f} / {r['ray_cosine']:.3f}" if "ray_cosine" in r else ""
 
 
-HEADER = ["pair", "regime", "true W1", "wdist [CI]", "value / truth", "population gap / truth", "lower <= truth",
+HEADER = ["pair", "regime", "true W1", "wdist [CI]", "value / truth", "population gap / truth",
+          "centre cone / truth", "lower <= truth",
           "critic", "Lipschitz", "grad norm / cos on rays", "time", "Korotin sort-out", "Korotin WGAN-GP"]
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Left: each row's value / truth down to its lower bound.  Right: tightness against wall
+    """Left: each row's value / truth down to its lower bound (red tick: the centre cone of a
+    funnel pair, :func:`centre_cone_gap`).  Right: tightness against wall
     time, one marker per row, a colour per pair (filled: the default ``auto``; hollow: a named
     critic or other options), so the defaults' place on each pair's frontier shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -281,6 +304,11 @@ def plot(rows: list[dict], path: Path) -> None:
     ratios = [r["ratio"] for r in rows]
     lows = [r["ratio"] - r["lower"] / r["truth"] for r in rows]
     ax.barh(range(len(rows)), ratios, xerr=[lows, [0] * len(rows)], color="tab:blue", alpha=0.8)
+    cones = [(i, r["cone_ratio"]) for i, r in enumerate(rows) if "cone_ratio" in r]
+    if cones:
+        ax.scatter([c for _, c in cones], [i for i, _ in cones], marker="|", s=120, color="tab:red",
+                   zorder=3, label="centre cone -||z||, trained on nothing")
+        ax.legend(fontsize=7, loc="lower right")
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,22 @@ def test_seed_lines_give_the_population_mean_only_where_every_seed_has_one(known
     runs = [{"population_ratio": 0.97}, {"population_ratio": 0.98}, {"population_ratio": 0.99}]
     assert summary(runs) == "; population gap / truth 0.980 ± 0.010 (0.970, 0.980, 0.990)"
     assert summary(runs[:2] + [{}]) == ""
+
+
+def test_centre_cone_is_exact_where_every_apex_is_the_centre_and_a_lower_bound_elsewhere(known_truth_module):
+    """``-||z||`` is the optimal potential when all apices sit at the box's centre: its gap is
+    W1 to rounding on a finite population (both exact means) and within the Monte-Carlo
+    errors on fresh draws; with apices spread over the box it is a 1-Lipschitz critic, so at
+    most W1 (it is the floor the report compares learned critics with)."""
+    gap = known_truth_module.centre_cone_gap
+    digits = replace(known_truth_module.funnel_pair("img-digits-1-10"), centre_width=0.0)
+    assert not digits.centres.any()
+    assert gap(digits) == pytest.approx((digits.truth()[0], 0.0), abs=1e-12)
+    centred = replace(known_truth_module.funnel_pair("k16-4"), centre_width=0.0)
+    truth, truth_se = centred.truth(20_000)
+    value, se = gap(centred, m=20_000)
+    assert 0 < se < 0.02 * truth and abs(value - truth) < 4 * (se + truth_se)
+    spread = known_truth_module.funnel_pair("k16-4")
+    truth, truth_se = spread.truth(20_000)
+    value, se = gap(spread, m=20_000)
+    assert value < 0.5 * truth  # the apices' own rays point elsewhere

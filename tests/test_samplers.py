@@ -214,6 +214,24 @@ def test_two_samplers_may_train_longer_than_finite_samples():
     assert _train_config(300, None, None, None, 0, 100_000).max_steps == 300
 
 
+def test_two_samplers_train_on_large_batches_except_the_critics_that_cap_them():
+    """2,048 a side with two samplers, min(256, training split) with finite samples; the
+    convolutional and anchors critics cap the default (64 / 256), a given batch stands."""
+    from wdist.critics import CRITICS
+    from wdist.estimator import DEFAULT_BATCH_FRESH, _spec_config, _train_config
+
+    fresh, finite = _train_config(None, None, None, None, 0, None), _train_config(None, None, None, None, 0, 100)
+    assert (fresh.batch_size, finite.batch_size) == (DEFAULT_BATCH_FRESH, 100) and DEFAULT_BATCH_FRESH == 2048
+    assert _train_config(None, None, None, None, 0, 5000).batch_size == 256
+    batch = {name: _spec_config(fresh, CRITICS[name], frozenset()).batch_size for name in ("mlp", "bcop", "anchors")}
+    assert batch == {"mlp": 2048, "bcop": 64, "anchors": 256}
+    given = _train_config(None, 4096, None, None, 0, None)
+    assert _spec_config(given, CRITICS["anchors"], frozenset({"batch_size"})).batch_size == 4096
+    draw = lambda n: torch.randn(n, 4)  # noqa: E731
+    res = wdist.estimate_w1(draw, draw, critic="mlp", steps=2, test_size=100, progress=False)
+    assert res.settings.batch_size == 2048 and res.n_train == (4096, 4096)
+
+
 def test_finite_cap_grows_with_the_training_split():
     """A large training split may train for longer (one step per four samples of the smaller
     side), between the 4,000-step default and MAX_STEPS_FINITE."""

@@ -286,7 +286,8 @@ class CriticSpec:
         more than one, the critic is trained once per level and the level with
         the best *validation* gap is kept, like any other choice of ``auto``.
     batch_size : int or None
-        Default batch per side (``None``: the estimator's, 256).
+        Most the default batch per side may be (``None``: the estimator's, 256, or
+        2,048 when both sides are samplers).
     fit_to_means : callable or None
         ``fit_to_means(critic, mean_x, mean_y)`` sets the critic to the exact
         maximiser of its training gap, which then depends on the training
@@ -364,7 +365,10 @@ CRITICS: dict[str, CriticSpec] = _specs(
     CriticSpec("ossn-relu", partial(ossn_critic, activation=nn.ReLU), batch_size=CONV_BATCH),
     CriticSpec("wgan-gp", wgan_gp_critic),
     CriticSpec("linear", linear_critic, fit_to_means=fit_linear_critic),
-    CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096),
+    # Batch 256 at most: each sample meets all 4,096 anchors, and with two samplers a batch of
+    # 2,048 would make each step 8x dearer for a critic that trails the MLP there (-0.40 of the
+    # true W1 on Korotin's D=128 16-funnel pair, where the MLP reaches 0.97).
+    CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096, batch_size=256),
 )
 
 

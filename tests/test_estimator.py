@@ -211,6 +211,24 @@ def test_a_validation_gap_that_creeps_up_is_not_a_plateau():
     assert flat.state.window_start == len(flat.state.history) - 2
 
 
+def test_two_samplers_judge_a_plateau_over_ten_evaluations():
+    """With two samplers the plateau window is SAMPLER_PATIENCE = 10 evaluations, with a finite
+    side 5.  A validation gap creeping up by 0.015 standard errors an evaluation (0.15 over ten,
+    0.075 over five) is progress over ten evaluations and a plateau over five: the slow climb
+    of a many-funnel critic after its first learning-rate drop."""
+    from wdist.estimator import SAMPLER_PATIENCE, _train_config
+
+    fresh, finite = _train_config(None, None, None, None, 0, None), _train_config(None, None, None, None, 0, 1000)
+    assert (fresh.patience, finite.patience, SAMPLER_PATIENCE) == (10, 5, 10)
+    stops = {}
+    for name, cfg in (("fresh", fresh), ("finite", finite)):
+        trainer = _plateau_trainer(False, patience=cfg.patience)
+        gaps = iter([1.0 + 0.00015 * i for i in range(100)])
+        trainer.validation_gap = lambda gaps=gaps: (next(gaps), 0.01)
+        stops[name] = _evaluations_until_stop(trainer, [1.0] * 60)
+    assert stops == {"fresh": None, "finite": 6}
+
+
 def test_a_candidate_trailing_the_leader_stops_at_its_first_plateau():
     """At a plateau a critic whose best validation gap (1.0, standard error 0.01) trails the
     leader's by more than TRAILING_FRACTION of it and three standard errors stops there:

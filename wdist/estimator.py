@@ -124,6 +124,14 @@ CLOSED_FORM_TEST_FOLDS = 10
 #: photo-patch funnel of ``benchmarks/known_truth.py`` held 0.976 of the true W1 at 1,000
 #: steps instead of 0.971; D=128 N=4 at 10k per side 0.621 -> 0.638.
 DEFAULT_EMA = 0.99
+#: Evaluations in a plateau window when both sides are samplers (``TrainConfig.patience``; 5
+#: for finite samples).  After its first learning-rate drop the 64-funnel critic of Korotin's
+#: D=128 pair (seed 0, the MLP) still gains about 0.005 of the true W1 per 500 steps at batch
+#: 2,048, too slowly for five evaluations to see: with 10 it trains to the 10,000-step cap and
+#: reaches 0.905 (population 0.909) instead of 0.875 (0.877), in 1,610 s instead of 774 s on
+#: two CPU cores (benchmarks/README.md, "What moved these numbers").  Ten evaluations at 2,048
+#: are 2 M draws a side, where five at 256 (a finite split's batch) are 128 k.
+SAMPLER_PATIENCE = 10
 #: Learning-rate drops on a validation plateau when a side is a finite sample.  With the
 #: average they gain nothing: a finite split's plateau is where over-fitting starts, and
 #: the average has settled there already.  Default ``estimate_w1`` on the photo-patch
@@ -286,6 +294,7 @@ def _train_config(steps, batch_size, lr, eval_every, seed, n_train_min: int | No
         seed=seed,
         ema=DEFAULT_EMA,
         lr_drops=LR_DROPS_FRESH if n_train_min is None else LR_DROPS_FINITE,
+        patience=SAMPLER_PATIENCE if n_train_min is None else TrainConfig.patience,
         # A finite plateau ends the run only once the training gap has caught up with
         # validation: Korotin's D=128 4-funnel pair at 50k per side, seeds 0-4, 0.810 -> 0.836
         # of the true W1 (seed 0 trains to 4,000 steps instead of 2,200); 10k per side, the
@@ -583,8 +592,8 @@ def estimate_w1(
         samples once the critic's training gap has caught up with its
         validation gap, to within the latter's standard error: a critic still
         clearly below it on its own training samples is slow, not over-fitting,
-        and trains on; with two samplers the learning rate is first divided by
-        10 twice, and the cap is 10,000).  Given: exactly that many steps, the best validation critic is
+        and trains on; with two samplers the window is 10 evaluations, the
+        learning rate is first divided by 10 twice, and the cap is 10,000).  Given: exactly that many steps, the best validation critic is
         kept.  What validation scores and the estimate keeps is the moving
         average of the parameters (decay 0.99, ``settings["ema"]``).
         The linear critic takes none: it is set to its exact training optimum,

@@ -25,6 +25,8 @@ recorded and the others still run):
 ``e2e32``        ``wdist estimate`` on 2 x 50,000 32x32 PNGs, defaults: wall time,
                  images/s, peak GPU memory, the value
 ``tests``        the fast test set with ``WDIST_TEST_DEVICE`` set to the device
+``tightness``    issue 14's sampler pairs that two CPU cores cannot take to convergence
+                 (Korotin's D=128, 64 and 256 funnels), samplers drawing on the device
 ``checkpoint``   a run stopped after its checkpoint on the device, resumed on the CPU
 ``levers``       each CUDA lever of ``wdist.cuda_options`` on / off (pinned memory,
                  cuDNN benchmark, bf16 autocast, torch.compile), BCOP critic, 2 x 10,000 PNGs
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -93,6 +96,10 @@ class Sizes:
     ckpt_n: int = 1000
     ckpt_steps: int = 200
     test_args: tuple = ("-m", "not slow", "tests")
+    #: known_truth.py cases of the tightness section, in order (the MLP, as the CPU rows).
+    tight_cases: tuple = ("k128-64:sampler:0:critic=mlp,batch_size=8192",
+                          "k128-256:sampler:0:critic=mlp,batch_size=8192",
+                          "k128-64:sampler:0:critic=mlp")
 
 
 FULL = Sizes()
@@ -100,7 +107,8 @@ QUICK = Sizes(n32=200, n64=60, px=(8, 16), small_px=8, n_sub=100, cli_steps=["--
               cert_n=100, cert_steps=12, small_batch=16, layer_shapes=((8, 8), (16, 4)), layer_batches=(4, 8), layer_repeats=1,
               critic_batch=4, critic_shape=(3, 8, 8), lever_steps=6, ddp_steps=6, ddp_n=64, ckpt_n=64, ckpt_steps=12,
               test_args=("-m", "not slow", "tests/test_nn.py", "tests/test_estimator.py", "-k",
-                         "bcop_forward_is_an_isometry or training_forward_builds or checkpoint_loads"))
+                         "bcop_forward_is_an_isometry or training_forward_builds or checkpoint_loads"),
+              tight_cases=("k16-4:sampler:0:critic=mlp,steps=20,eval_every=10,test_size=500",))
 
 
 # --------------------------------------------------------------- plumbing
@@ -762,6 +770,58 @@ def levers_section(work: Path, device: torch.device, sizes: Sizes, budget: Budge
                    rows=table, data={"rows": rows})
 
 
+# -------------------------------------------------------------- tightness
+def child_tightness(argv: list[str]) -> None:
+    """Child: known_truth.py's cases on the device, one row appended to a JSON file after each."""
+    sys.path.insert(0, str(HERE))
+    from known_truth import Case, parse_case, run_case
+
+    device, out, cases = torch.device(argv[0]), Path(argv[1]), argv[2:]
+    rows: list = []
+    for text in cases:
+        case = parse_case(text)
+        # the committed CPU row of the same case at the default batch, to set beside it
+        cpu_key = Case(case.pair, case.regime, case.n, {k: v for k, v in case.options.items() if k != "batch_size"}).key
+        rows.append({"case": text, "cpu_key": cpu_key, "started": time.time()})
+        out.write_text(json.dumps(rows))  # a case cut short by the timeout is named as such
+        try:
+            rows[-1] = {**rows[-1], **run_case(case, device=device)}
+        except Exception as exc:
+            rows[-1]["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        out.write_text(json.dumps(rows))
+
+
+def tightness_section(work: Path, device: torch.device, sizes: Sizes, budget: Budget, cap_s: float) -> Section:
+    out = work / "tightness.json"
+    out.unlink(missing_ok=True)
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child-tightness", str(device), str(out),
+            *sizes.tight_cases]
+    res = run_group(argv, budget.cap(cap_s))
+    rows = json.loads(out.read_text()) if out.exists() else []
+    cpu_path = HERE / "results" / "known_truth.json"
+    cpu_rows = json.loads(cpu_path.read_text())["rows"] if cpu_path.exists() else {}
+    lines = ["benchmarks/known_truth.py's cases with FunnelPair.samplers(device=...) (the transport in "
+             "torch on the device) and estimate_w1(device=...), seed 0, default schedule unless the case "
+             "names options; the CPU column is the committed row of results/known_truth.md (2 cores)"]
+    if res["timed_out"] or res["returncode"] != 0:
+        why = "timed out" if res["timed_out"] else f"exit {res['returncode']}"
+        lines.append(f"child {why} after {res['wall_s']:.0f} s: " + " / ".join(res["tail"][-3:]))
+    table = []
+    for r in rows:
+        if "ratio" not in r:
+            table.append([r["case"], r.get("error", "cut short by the section's timeout")[:150], "", "", "", ""])
+            continue
+        cpu = cpu_rows.get(r["cpu_key"])
+        cpu_cell = f"{cpu['ratio']:.3f} ({cpu.get('population_ratio', float('nan')):.3f}), {cpu['seconds']:.0f} s" \
+            if cpu else ""
+        table.append([r["case"], f"{r['ratio']:.3f} [{r['lower'] / r['truth']:.3f}, {r['upper'] / r['truth']:.3f}]",
+                      fmt(r.get("population_ratio"), 3), f"{r['steps']:,}", f"{r['seconds']:.0f}", cpu_cell])
+    done = {r["case"] for r in rows}
+    lines += [f"{key}: not reached" for key in sizes.tight_cases if key not in done]
+    return Section(lines=lines, header=["case", "value / truth [95% CI]", "population gap / truth", "steps", "s",
+                                        "CPU row: value (population), time"], rows=table, data={"rows": rows})
+
+
 # -------------------------------------------------------------------- ddp
 def ddp_worker(argv: list[str]) -> None:
     """One torchrun rank: its own process group (``backend``) on ``device``, then estimate_w1."""
@@ -869,7 +929,7 @@ def child_cli(argv: list[str]) -> None:
 
 
 # ------------------------------------------------------------------- main
-SECTIONS = ["env", "folders", "certificate", "layers", "e2e32", "tests", "checkpoint", "levers", "ddp",
+SECTIONS = ["env", "folders", "certificate", "layers", "e2e32", "tests", "tightness", "checkpoint", "levers", "ddp",
             "e2e32_bcop", "e2e64"]
 
 
@@ -904,7 +964,9 @@ def main(argv: list[str] | None = None) -> None:
                        budget_s=budget.deadline - budget.start, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="wdist-gpu-"))
     work.mkdir(parents=True, exist_ok=True)
-    caps = {"e2e32": 170.0, "tests": 120.0, "levers": 110.0, "ddp": 100.0, "e2e32_bcop": 90.0, "e2e64": 90.0}
+    # tightness: 200 s in the full run; alone (--only), the whole budget (its cases take as long as they take).
+    caps = {"e2e32": 170.0, "tests": 120.0, "tightness": 200.0 if not args.only else math.inf, "levers": 110.0,
+            "ddp": 100.0, "e2e32_bcop": 90.0, "e2e64": 90.0}
     if args.quick:
         # torchrun starts two torch processes on two CPU cores: 10 s here, over 15 s (a quarter
         # of 60) on the CI machine, where the 2-process row then timed out.
@@ -920,6 +982,8 @@ def main(argv: list[str] | None = None) -> None:
         ("e2e32", f"wdist estimate, 2 x {sizes.n32:,} 3x{small}x{small} PNGs, default settings",
          lambda: e2e_section(work, 32, [("defaults", [])], device, sizes, budget, caps["e2e32"]), 40),
         ("tests", "the fast test set on the device", lambda: tests_section(device, sizes, budget, caps["tests"], work), 40),
+        ("tightness", "issue 14's many-funnel sampler pairs, drawn and trained on the device",
+         lambda: tightness_section(work, device, sizes, budget, caps["tightness"]), 60),
         ("checkpoint", "checkpoint written on the device, resumed on the CPU",
          lambda: checkpoint_section(device, sizes, work), 20),
         ("levers", "CUDA levers on / off (wdist.cuda_options)",
@@ -951,6 +1015,8 @@ if __name__ == "__main__":
         child_cli(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-levers":
         child_levers(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-tightness":
+        child_tightness(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "--ddp-worker":
         ddp_worker(sys.argv[2:])
     else:

@@ -121,14 +121,17 @@ def funnel_pair(name: str, seed: int = 0) -> FunnelPair | None:
     return image_funnel_pair(base, int(funnels), float(deg), seed=seed)
 
 
-def make_pair(name: str, seed: int = 0):
-    """(x sampler, y sampler, truth, truth standard error, funnel pair or None) of a named pair."""
+def make_pair(name: str, seed: int = 0, device: str | torch.device | None = None):
+    """(x sampler, y sampler, truth, truth standard error, funnel pair or None) of a named pair.
+
+    ``device``: a funnel pair's samplers draw on it (``FunnelPair.samplers``); None, numpy on the CPU.
+    """
     if name.startswith("shift"):
         sx, sy, truth = translation_samplers((int(name[5:]),), SHIFT_NORM, seed=seed)
         return sx, sy, truth, 0.0, None
     pair = funnel_pair(name, seed)
     truth, se = pair.truth(100_000 if pair.dim <= 1024 else 20_000)
-    sx, sy = pair.samplers(seed=seed + 1)
+    sx, sy = pair.samplers(seed=seed + 1, device=device)
     return sx, sy, truth, se, pair
 
 
@@ -204,11 +207,14 @@ def centre_cone_gap(pair: FunnelPair, m: int = POPULATION_DRAWS, seed: int = 0) 
     return float(gain.mean()), se
 
 
-def run_case(case: Case, seed: int = 0) -> dict:
-    sx, sy, truth, truth_se, pair = make_pair(case.pair, seed)
-    inputs = (sx(case.n), sy(case.n)) if case.regime == "finite" else (sx, sy)
+def run_case(case: Case, seed: int = 0, device: str | torch.device | None = None) -> dict:
+    """One row.  ``device``: samplers draw on it and the estimate runs on it (gpu.py's
+    ``tightness`` section); None, the committed rows' setting (numpy draws, ``device="auto"``)."""
+    sx, sy, truth, truth_se, pair = make_pair(case.pair, seed, device)
+    inputs = (sx(case.n).cpu(), sy(case.n).cpu()) if case.regime == "finite" else (sx, sy)
     start = time.perf_counter()
-    res = wdist.estimate_w1(*inputs, progress=False, seed=seed, **case.options)
+    res = wdist.estimate_w1(*inputs, progress=False, seed=seed, **({"device": device} if device else {}),
+                            **case.options)
     seconds = time.perf_counter() - start
     return {
         "key": case.key, "pair": case.pair, "regime": case.regime, "n": case.n, "options": case.options,

@@ -54,6 +54,27 @@ def test_funnel_truth_matches_exact_ot_in_two_dimensions():
     assert exact == pytest.approx(truth, rel=0.05)
 
 
+@pytest.mark.parametrize("pair", [korotin_pair(128, 64, seed=3), image_funnel_pair("digits", 16, 100.0)],
+                         ids=["korotin-128-64", "digits-16"])
+def test_torch_transport_is_the_numpy_transport_on_the_test_device(pair, device):
+    """The samplers' device path (``samplers(device=...)``) moves draws with torch: the same
+    map as the numpy one to rounding, so it keeps the ray identity to 1e-12."""
+    y = pair.sample_base(3000, np.random.default_rng(0))
+    x = pair.transport_torch(torch.from_numpy(y).to(device))
+    assert x.device.type == device.type and x.dtype == torch.float64
+    x = x.cpu().numpy()
+    np.testing.assert_allclose(x, pair.transport(y), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pair.potential(y) - pair.potential(x), np.linalg.norm(y - x, axis=1),
+                               rtol=0, atol=1e-12)
+    sx, sy = pair.samplers(seed=2, device=device)
+    nx, ny = pair.samplers(seed=2)
+    a, b = sx(500), sy(500)
+    assert a.device.type == device.type and a.dtype == torch.float32 and a.shape == nx(500).shape
+    # the same numpy base streams: the same samples, up to float32 rounding of the transport
+    torch.testing.assert_close(a.cpu(), pair.samplers(seed=2)[0](500), rtol=0, atol=1e-6)
+    assert torch.equal(b.cpu(), ny(500))
+
+
 def test_samplers_are_independent_reproducible_and_fresh():
     pair = korotin_pair(8, 4)
     sx, sy = pair.samplers(seed=1)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ["env", "folders", "certificate", "layers", "e2e32", "tests", "checkpoint", "levers", "ddp",
-            "e2e32_bcop", "e2e64"]
+SECTIONS = ["env", "folders", "certificate", "layers", "e2e32", "tests", "tightness", "checkpoint", "levers",
+            "ddp", "e2e32_bcop", "e2e64"]
 
 
 @pytest.mark.slow
@@ -39,6 +39,9 @@ def test_gpu_check_quick_mode_writes_every_section(tmp_path):
         assert runs and all(r["returncode"] == 0 and "value" in r for r in runs), name
     assert sections["tests"]["data"]["returncode"] == 0 and sections["tests"]["data"]["tests"] >= 3
     assert sections["checkpoint"]["data"]["inside"] and sections["checkpoint"]["data"]["same_history"]
+    tight = sections["tightness"]["data"]["rows"]
+    assert len(tight) == 1 and tight[0]["lower_ok"] and tight[0]["lipschitz"] <= 1 + 1e-4, tight
+    assert 0.3 < tight[0]["ratio"] < 1.2 and tight[0]["steps"] == 20  # the D=16 funnel pair after 20 steps
     assert len(sections["levers"]["data"]["rows"]) == 6
     ddp = sections["ddp"]
     assert any(row[0].startswith("torchrun, 2 processes") for row in ddp["rows"]), ddp["lines"]  # DDP ran

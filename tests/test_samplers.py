@@ -42,6 +42,34 @@ def test_sampler_inputs_estimate_a_translation_with_fresh_test_samples():
     assert not (test[:, None, :] == seen[None]).all(-1).any()  # never seen in training or validation
 
 
+def test_a_sampler_drawing_on_the_training_device_keeps_its_batches_there(device, monkeypatch):
+    """A generative model on the GPU: its training batches go to the critic without a trip
+    through host memory (validation and test draws still come to the CPU, where they are
+    stored and scored in chunks)."""
+    from wdist.samplers import SamplerSource, _same_device
+    from wdist.training import CriticTrainer
+
+    assert _same_device(torch.device("cuda", 1), torch.device("cuda", 1))
+    assert not _same_device(torch.device("cpu"), torch.device("cuda", 0))
+    sx, sy, w1 = translation_samplers((8,), shift_norm=1.0, seed=5)
+    on_device = (lambda n: sx(n).double().to(device)), (lambda n: sy(n).double().to(device))
+    source = SamplerSource(on_device[0], "x")
+    assert source(4).device.type == "cpu" and source(4, device).device.type == device.type
+    assert source(4, device).dtype == torch.float32
+    seen = []
+    step = CriticTrainer._step
+
+    def spy(self, model, xb, yb, *args):
+        seen.append({xb.device.type, yb.device.type})
+        return step(self, model, xb, yb, *args)
+
+    monkeypatch.setattr(CriticTrainer, "_step", spy)
+    res = wdist.estimate_w1(*on_device, critic="mlp", steps=200, lr=1e-2, eval_every=100, batch_size=128,
+                            test_size=2000, device=device, progress=False)
+    assert len(seen) == 200 and all(types == {device.type} for types in seen)
+    assert res.lower <= w1 and res.value == pytest.approx(w1, rel=0.25)
+
+
 def test_the_linear_critic_fits_fresh_draws_in_closed_form():
     sx, sy, w1 = translation_samplers((256,), shift_norm=1.5, seed=3)
     rx = Recorder(sx)

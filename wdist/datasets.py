@@ -197,16 +197,59 @@ class FunnelPair:
         t = radius / end
         return c + np.where(radius > 0, t**self.deg * end, 0.0) * v  # y on an apex stays there
 
+    def transport_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`transport` in torch (float64, on ``y``'s device): the same formulas, so a
+        sampler can move its draws on a GPU, where the numpy transport would cost more than
+        the critic's step (D=128, 256 funnels: 47 ms a draw of 2 x 2,048 on two CPU cores)."""
+        y = y.double()
+        centres = torch.as_tensor(self.centres, device=y.device)
+        offsets = torch.as_tensor(self.offsets, device=y.device)
+        return torch.cat([self._transport_chunk_torch(chunk, centres, offsets) for chunk in y.split(8192)])
+
+    def _transport_chunk_torch(self, y: torch.Tensor, centres: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        # Exact differences, as SciPy's cdist (the matrix-product form loses the 1e-12 identity).
+        cones = torch.cdist(y, centres, compute_mode="donot_use_mm_for_euclid_dist") + offsets
+        active = cones.argmin(dim=1)
+        c = centres[active]
+        radius = (y - c).norm(dim=1, keepdim=True)
+        v = (y - c) / torch.where(radius > 0, radius, torch.ones_like(radius))
+        h, rows = self.half_width, torch.arange(len(y), device=y.device)
+        inf = torch.tensor(torch.inf, dtype=y.dtype, device=y.device)
+        wall = torch.where(v != 0, (torch.sign(v) * h - y) / v, inf).amin(dim=1)
+        e = cones[rows, active][:, None] - offsets[None, :]                    # (n, N)
+        d_norm2 = (cones - offsets) ** 2                                        # ||y - c_k||^2
+        d_dot_v = (y * v).sum(1, keepdim=True) - v @ centres.T
+        r = (d_norm2 - e**2) / (2 * (e - d_dot_v))
+        ok = (r > 0) & (e + r > 0) & torch.isfinite(r)
+        ok[rows, active] = False
+        takeover = torch.where(ok, r, inf).amin(dim=1)
+        end = radius + torch.minimum(wall, takeover)[:, None]                  # ||w - c||
+        t = radius / end
+        return c + torch.where(radius > 0, t**self.deg * end, torch.zeros_like(end)) * v
+
     # -- samples and truth -----------------------------------------------------
     def sample_base(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` samples of P (float64, flattened)."""
         return self.base(n, rng)
 
-    def samplers(self, seed: int = 0) -> tuple[Sampler, Sampler]:
-        """(x sampler of Q = T#P, y sampler of P), independent, float32 tensors of :attr:`shape`."""
+    def samplers(self, seed: int = 0, device: str | torch.device | None = None) -> tuple[Sampler, Sampler]:
+        """(x sampler of Q = T#P, y sampler of P), independent, float32 tensors of :attr:`shape`.
+
+        ``device`` (e.g. ``"cuda"``): the draws come on that device, transported there in
+        float64 (:meth:`transport_torch`), as a generative model on a GPU would hand them
+        out.  The base draws are the same numpy streams either way, so a seed gives the
+        same samples up to rounding on any device.
+        """
         rx, ry = (np.random.default_rng([seed, side]) for side in (0, 1))
-        return (lambda n: self._tensor(self.transport(self.sample_base(n, rx))),
-                lambda n: self._tensor(self.sample_base(n, ry)))
+        if device is None:
+            return (lambda n: self._tensor(self.transport(self.sample_base(n, rx))),
+                    lambda n: self._tensor(self.sample_base(n, ry)))
+
+        def on_device(n: int, rng: np.random.Generator) -> torch.Tensor:
+            return torch.from_numpy(self.sample_base(n, rng)).to(device)
+
+        return (lambda n: self._shaped(self.transport_torch(on_device(n, rx))),
+                lambda n: self._shaped(on_device(n, ry)))
 
     def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` independent samples per side: (x ~ Q, y ~ P)."""
@@ -224,6 +267,9 @@ class FunnelPair:
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32)).reshape(len(a), *self.shape)
+
+    def _shaped(self, a: torch.Tensor) -> torch.Tensor:
+        return a.float().reshape(len(a), *self.shape)
 
 
 def _chunks(a: np.ndarray, rows: int = 2048):

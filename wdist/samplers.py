@@ -52,13 +52,18 @@ class SamplerSource:
             raise ValueError(f"{name}: the sampler's samples must be (D,), (H, W) or (C, H, W), got {shape}")
         self.shape: tuple[int, ...] = shape
 
-    def __call__(self, n: int) -> torch.Tensor:
-        """``n`` fresh samples, float32 ``(n, *shape)``."""
-        batch = self._convert(self._draw(n), n).reshape(n, *self.shape)
+    def __call__(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """``n`` fresh samples, float32 ``(n, *shape)``, on the CPU or, see below, ``device``.
+
+        ``device``: draws the sampler hands out on this device stay there (a
+        generative model on the GPU that trains the critic: no round trip
+        through host memory at every training batch); others come to the CPU.
+        """
+        batch = self._convert(self._draw(n), n, device).reshape(n, *self.shape)
         self.drawn += n
         return batch
 
-    def _convert(self, value, n: int) -> torch.Tensor:
+    def _convert(self, value, n: int, device: torch.device | None = None) -> torch.Tensor:
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(np.ascontiguousarray(value))
         if not isinstance(value, torch.Tensor):
@@ -72,12 +77,23 @@ class SamplerSource:
         if hasattr(self, "shape") and value[0].numel() != int(np.prod(self.shape)):
             raise ValueError(f"{self.name}: the sampler returned samples of shape {tuple(value.shape[1:])}, "
                              f"earlier {self.shape}")
-        value = value.detach().to("cpu", torch.float32)
+        keep = device is not None and _same_device(value.device, torch.device(device))
+        value = value.detach().to(value.device if keep else "cpu", torch.float32)
         bad = ~torch.isfinite(value)
         if bad.any():
             first = int(bad.flatten(1).any(1).nonzero()[0])
             raise ValueError(f"{self.name}: the sampler returned NaN or Inf (sample {first} of a draw of {n})")
         return value
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda:0`` is ``cuda`` when 0 is the current device (an estimator given ``"cuda"``)."""
+    if a.type != b.type:
+        return False
+    if a.index == b.index or a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 def _iterable_draw(dataset: IterableDataset, name: str) -> Callable[[int], torch.Tensor]:

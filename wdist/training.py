@@ -100,21 +100,21 @@ def make_adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def _fresh_batches(sampler, batch_size: int) -> Iterator[torch.Tensor]:
+def _fresh_batches(sampler, batch_size: int, device: torch.device, pin_memory: bool) -> Iterator[torch.Tensor]:
     while True:
-        yield sampler(batch_size)
+        batch = sampler(batch_size, device)  # a sampler drawing on the device keeps its batch there
+        yield batch.pin_memory() if pin_memory and batch.device.type == "cpu" else batch
 
 
 def _batches(samples: Samples, indices: torch.Tensor | None, cfg: TrainConfig, side: int, start: int, sampler,
-             pin_memory: bool = False):
+             device: torch.device, pin_memory: bool = False):
     """(this rank's batches, global batch size) for steps ``start, ...``; a sampler draws each batch fresh.
 
     ``pin_memory`` (CUDA): batches in page-locked memory, so that their
     ``non_blocking`` copy overlaps the GPU's work on the previous step.
     """
     if sampler is not None:
-        fresh = _fresh_batches(sampler, cfg.batch_size)
-        return ((b.pin_memory() for b in fresh) if pin_memory else fresh), cfg.batch_size
+        return _fresh_batches(sampler, cfg.batch_size, device, pin_memory), cfg.batch_size
     return training_batches(samples, indices, cfg.batch_size, cfg.seed, side, start, pin_memory)
 
 
@@ -247,8 +247,8 @@ class CriticTrainer:
             self.critic.eval()
             return
         opts = CudaOptions.for_device(self.device)  # all off on the CPU
-        xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0], opts.pin_memory)
-        ys, by = _batches(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1], opts.pin_memory)
+        xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0], self.device, opts.pin_memory)
+        ys, by = _batches(self.y, self.train_idx[1], cfg, 1, s.step, self.samplers[1], self.device, opts.pin_memory)
         if self._penalty is not None and distributed.world_size() > 1:
             # The penalty's double backward runs outside DDP's gradient hooks.
             raise ValueError("critic: gradient-penalty critics (wgan-gp) run in one process only, not under torchrun")

@@ -782,7 +782,7 @@ def child_tightness(argv: list[str]) -> None:
         case = parse_case(text)
         # the committed CPU row of the same case at the default batch, to set beside it
         cpu_key = Case(case.pair, case.regime, case.n, {k: v for k, v in case.options.items() if k != "batch_size"}).key
-        rows.append({"case": text, "cpu_key": cpu_key, "started": time.time()})
+        rows.append({"case": text, "cpu_key": cpu_key})
         out.write_text(json.dumps(rows))  # a case cut short by the timeout is named as such
         try:
             rows[-1] = {**rows[-1], **run_case(case, device=device)}

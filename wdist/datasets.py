@@ -248,8 +248,8 @@ class FunnelPair:
         def on_device(n: int, rng: np.random.Generator) -> torch.Tensor:
             return torch.from_numpy(self.sample_base(n, rng)).to(device)
 
-        return (lambda n: self._shaped(self.transport_torch(on_device(n, rx))),
-                lambda n: self._shaped(on_device(n, ry)))
+        return (lambda n: self._tensor(self.transport_torch(on_device(n, rx))),
+                lambda n: self._tensor(on_device(n, ry)))
 
     def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` independent samples per side: (x ~ Q, y ~ P)."""
@@ -265,11 +265,9 @@ class FunnelPair:
         se = 0.0 if population is not None else float(dist.std(ddof=1) / np.sqrt(len(dist)))
         return float(dist.mean()), se
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32)).reshape(len(a), *self.shape)
-
-    def _shaped(self, a: torch.Tensor) -> torch.Tensor:
-        return a.float().reshape(len(a), *self.shape)
+    def _tensor(self, a: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """float32 samples of :attr:`shape`, where ``a`` is (numpy rows: the CPU)."""
+        return torch.as_tensor(a).float().reshape(len(a), *self.shape)
 
 
 def _chunks(a: np.ndarray, rows: int = 2048):

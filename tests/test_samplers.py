@@ -70,6 +70,39 @@ def test_a_sampler_drawing_on_the_training_device_keeps_its_batches_there(device
     assert res.lower <= w1 and res.value == pytest.approx(w1, rel=0.25)
 
 
+def test_a_numpy_sampler_draws_with_one_blas_thread_and_torch_keeps_its_threads():
+    """An idle BLAS worker spins after a draw and takes the cores the critic's step needs
+    (wdist.samplers.foreign_blas): numpy's BLAS runs a draw on one thread, and the limit
+    ends with the draw, so neither numpy after it nor torch at any time runs under it."""
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from wdist.samplers import SamplerSource, foreign_blas
+
+    def numpy_blas_threads():
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()
+                if lib["user_api"] == "blas" and "numpy" in lib["filepath"]}
+
+    assert numpy_blas_threads(), "numpy's wheel ships its own BLAS; threadpoolctl must find it"
+    torch_dir = torch.__file__.rsplit("/", 1)[0]
+    assert not any(torch_dir in c.filepath for c in foreign_blas().lib_controllers)
+    rng = np.random.default_rng(0)
+    inside = []
+
+    def sampler(n):
+        inside.append((numpy_blas_threads(), torch.get_num_threads()))
+        return rng.normal(size=(n, 4)) @ np.eye(4)
+
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(limits=2, user_api="blas"):
+        source = SamplerSource(sampler, "x")
+        before = numpy_blas_threads()
+        assert set(before.values()) == {2}
+        assert source(8).shape == (8, 4)
+        assert set(inside[-1][0].values()) == {1} and inside[-1][1] == torch_threads
+        assert numpy_blas_threads() == before and torch.get_num_threads() == torch_threads
+
+
 def test_the_linear_critic_fits_fresh_draws_in_closed_form():
     sx, sy, w1 = translation_samplers((256,), shift_norm=1.5, seed=3)
     rx = Recorder(sx)

@@ -98,14 +98,14 @@ def foreign_blas() -> ThreadpoolController:
     After a call, an idle OpenBLAS or MKL worker keeps spinning for up to about 0.1 s
     before it sleeps, and between draws the cores belong to torch's training step: with
     numpy's OpenBLAS at two threads on two cores, a step of the MLP critic on Korotin's
-    D=128 funnel samplers (numpy, ``benchmarks/known_truth.py``) cost 193 ms instead of
-    122 ms (4 funnels) and 210 ms instead of 151 ms (256 funnels), while the draws
-    themselves took no longer on one thread (2.7 s against 3.6 s, 10.2 against 10.6 s in
-    200 steps).  The limit holds during a draw only, so torch never runs under it even
-    where it shares a BLAS library (a conda build): only a torch sampler on the CPU
-    would, and its draws would run with torch's own threads minus the BLAS ones.
-    ``threadpoolctl`` (scikit-learn's tool for the same oversubscription) finds and sets
-    the libraries, whatever their vendor.
+    D=128 funnel samplers (numpy, ``benchmarks/known_truth.py``; 200 steps, validation
+    and test draws included) cost 193 ms instead of 96 ms (4 funnels) and 210 ms instead
+    of 148 ms (256 funnels), while the draws themselves took no longer on one thread
+    (1.8 s against 3.6 s and 10.8 s against 10.6 s of the 200 steps).  The limit holds
+    during a draw only, so torch's training step never runs under it, even where torch
+    shares a BLAS library (a conda build; there a torch sampler on the CPU would draw
+    with one BLAS thread).  ``threadpoolctl`` (scikit-learn's tool against the same
+    oversubscription) finds and sets the libraries, whatever their vendor.
     """
     torch_dirs = [Path(torch.__file__).resolve().parent]
     torch_dirs.append(torch_dirs[0].with_name("torch.libs"))  # vendored by auditwheel

@@ -25,8 +25,8 @@ recorded and the others still run):
 ``e2e32``        ``wdist estimate`` on 2 x 50,000 32x32 PNGs, defaults: wall time,
                  images/s, peak GPU memory, the value
 ``tests``        the fast test set with ``WDIST_TEST_DEVICE`` set to the device
-``tightness``    issue 14's sampler pairs that two CPU cores cannot take to convergence
-                 (Korotin's D=128, 64 and 256 funnels), samplers drawing on the device
+``tightness``    issue 14's sampler pairs that two CPU cores leave short of 5 % at batch 2,048
+                 (Korotin's D=128, 64 and 256 funnels), at 8,192, samplers drawing on the device
 ``checkpoint``   a run stopped after its checkpoint on the device, resumed on the CPU
 ``levers``       each CUDA lever of ``wdist.cuda_options`` on / off (pinned memory,
                  cuDNN benchmark, bf16 autocast, torch.compile), BCOP critic, 2 x 10,000 PNGs

@@ -50,8 +50,9 @@ DEFAULT_MAX_STEPS = 4000
 #: its two learning-rate drops have converged, not at a cap.  At 4,000 the cap cut Korotin's
 #: D=128, 16-funnel pair (seed 0) before its first drop, at 0.928 of the true W1 (296 s);
 #: uncapped it dropped at 4,600 and 5,800 steps and converged at 6,000: 0.959 (449 s).
-#: 20,000 gave the 64-funnel pair nothing (it converged at 10,300 steps: 0.903 of the truth,
-#: against 0.905 cut at 10,000; benchmarks/README.md).
+#: 20,000 gave the many-funnel pairs nothing: each converged on its own just past 10,000
+#: (64 funnels at 10,300 steps, 0.903 of the truth against 0.905 cut at 10,000; 256 funnels
+#: at 10,800, population gap 0.724 either way; benchmarks/README.md).
 DEFAULT_MAX_STEPS_FRESH = 10_000
 #: A finite run's step cap grows with its training split (the smaller side's): one step per
 #: four training samples when that is more than ``DEFAULT_MAX_STEPS`` (past 16,000 training

@@ -133,7 +133,8 @@ DEFAULT_EMA = 0.99
 #: D=128 pair (seed 0, the MLP) still gains about 0.005 of the true W1 per 500 steps at batch
 #: 2,048, too slowly for five evaluations to see: with 10 it trains to the 10,000-step cap and
 #: reaches 0.905 (population 0.909) instead of 0.875 (0.877), in 1,610 s instead of 774 s on
-#: two CPU cores (benchmarks/README.md, "What moved these numbers").  Ten evaluations at 2,048
+#: two CPU cores (1,019 s since a draw runs numpy's BLAS on one thread; benchmarks/README.md,
+#: "What moved these numbers").  Ten evaluations at 2,048
 #: are 2 M draws a side, where five at 256 (a finite split's batch) are 128 k.
 SAMPLER_PATIENCE = 10
 #: Learning-rate drops on a validation plateau when a side is a finite sample.  With the

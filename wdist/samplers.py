@@ -100,8 +100,8 @@ def foreign_blas() -> ThreadpoolController:
     numpy's OpenBLAS at two threads on two cores, a step of the MLP critic on Korotin's
     D=128 funnel samplers (numpy, ``benchmarks/known_truth.py``; 200 steps, validation
     and test draws included) cost 193 ms instead of 96 ms (4 funnels) and 210 ms instead
-    of 148 ms (256 funnels), while the draws themselves took no longer on one thread
-    (1.8 s against 3.6 s and 10.8 s against 10.6 s of the 200 steps).  The limit holds
+    of 148 ms (256 funnels), while the draws themselves took half the time or about the
+    same on one thread (1.8 s against 3.6 s, 10.8 s against 10.6 s of the 200 steps).  The limit holds
     during a draw only, so torch's training step never runs under it, even where torch
     shares a BLAS library (a conda build; there a torch sampler on the CPU would draw
     with one BLAS thread).  ``threadpoolctl`` (scikit-learn's tool against the same

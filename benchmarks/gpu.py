@@ -802,7 +802,9 @@ def tightness_section(work: Path, device: torch.device, sizes: Sizes, budget: Bu
     cpu_rows = json.loads(cpu_path.read_text())["rows"] if cpu_path.exists() else {}
     lines = ["benchmarks/known_truth.py's cases with FunnelPair.samplers(device=...) (the transport in "
              "torch on the device) and estimate_w1(device=...), seed 0, default schedule unless the case "
-             "names options; the CPU column is the committed row of results/known_truth.md (2 cores)"]
+             "names options; the CPU column is the committed row of results/known_truth.md (2 cores)",
+             "one seed: on 64 funnels the critic's start alone moves a value by up to 0.12 of the truth "
+             "(benchmarks/README.md, 'Seeds'), so a smaller difference between two cases may be luck"]
     if res["timed_out"] or res["returncode"] != 0:
         why = "timed out" if res["timed_out"] else f"exit {res['returncode']}"
         lines.append(f"child {why} after {res['wall_s']:.0f} s: " + " / ".join(res["tail"][-3:]))

@@ -134,10 +134,10 @@ DEFAULT_EMA = 0.99
 #: 2,048, too slowly for five evaluations to see: with 10 it trains to the 10,000-step cap and
 #: reaches 0.905 (population 0.909) instead of 0.875 (0.877), in 1,610 s instead of 774 s on
 #: two CPU cores (1,019 s since a draw runs numpy's BLAS on one thread; benchmarks/README.md,
-#: "What moved these numbers").  Ten evaluations at 2,048
-#: are 2 M draws a side, where five at 256 (a finite split's batch) are 128 k.  Seed 0 is the
-#: best of seeds 0-2 there (0.905 / 0.781 / 0.874), and 20 evaluations did not lift seed 1
-#: (0.781 -> 0.794 at the cap, 1.7x the time): its critic held 0.77 at 3e-3 for 3,000 steps.
+#: "What moved these numbers").  Ten evaluations at 2,048 are 2 M draws a side, where five at
+#: 256 (a finite split's batch) are 128 k.  Seed 0 is the best of seeds 0-2 there (0.905 /
+#: 0.781 / 0.874), and 20 evaluations did not lift seed 1 (0.781 -> 0.794 at the cap, 1.7x the
+#: time): its critic held 0.77 at 3e-3 for 3,000 steps.
 SAMPLER_PATIENCE = 10
 #: Learning-rate drops on a validation plateau when a side is a finite sample.  With the
 #: average they gain nothing: a finite split's plateau is where over-fitting starts, and

@@ -222,7 +222,7 @@ def run_case(case: Case, seed: int = 0, device: str | torch.device | None = None
         "upper": res.upper, "ratio": res.value / truth, "lower_ok": bool(res.lower <= truth),
         "critic": res.settings.critic, "folds": res.settings.folds, "lipschitz": res.lipschitz,
         "input_noise": res.settings.input_noise, "candidates": res.settings.candidates,
-        "candidate_seconds": res.settings.candidate_seconds,
+        "candidate_seconds": res.settings.candidate_seconds, "start_gaps": res.settings.start_gaps,
         "steps": res.steps, "seconds": seconds, "train_ratio": res.train_value / truth,
         **_critic_diagnostics(pair, seed, res, truth),
     }

@@ -269,9 +269,9 @@ def test_auto_trains_each_candidate_against_the_best_validation_gap_before_it(mo
     seen, original = [], estimator._train_candidate
 
     def record(candidate, k, xs, ys, cfg, *args, **kwargs):
-        trainer = original(candidate, k, xs, ys, cfg, *args, **kwargs)
+        trainer, start_gaps = original(candidate, k, xs, ys, cfg, *args, **kwargs)
         seen.append((k, candidate.label, cfg.leader_gap, trainer.state.best_val))
-        return trainer
+        return trainer, start_gaps
 
     monkeypatch.setattr(estimator, "_train_candidate", record)
     x, y = _shifted_gaussians(300, 4, shift=1.0)

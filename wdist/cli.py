@@ -149,6 +149,9 @@ def cli() -> None:
                    "and validation keeps one; 0 otherwise].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=None,
               help="Steps between validation evaluations (and checkpoints) [default: 100].")
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Starts per randomly initialised critic: each trains to its first validation "
+                   "plateau and only the best there goes on (K-1 more first stages of training).")
 @json_option()
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the training curve (PNG, 800x450).")

@@ -292,6 +292,9 @@ class CriticSpec:
         ``fit_to_means(critic, mean_x, mean_y)`` sets the critic to the exact
         maximiser of its training gap, which then depends on the training
         data through the two means only: no gradient steps are taken.
+    random_start : bool
+        The critic is initialised at random, so that :func:`wdist.estimate_w1`'s
+        ``restarts`` can try several starts (False: its start is fixed by its data).
     """
 
     name: str
@@ -302,6 +305,7 @@ class CriticSpec:
     input_noise: tuple[float, ...] = (0.0,)
     batch_size: int | None = None
     fit_to_means: Callable[[nn.Module, torch.Tensor, torch.Tensor], None] | None = None
+    random_start: bool = True
 
     def default_noise(self, shape: tuple[int, ...]) -> tuple[float, ...]:
         """``input_noise`` levels for samples of ``shape``: the spec's from
@@ -368,7 +372,9 @@ CRITICS: dict[str, CriticSpec] = _specs(
     # Batch 256 at most: each sample meets all 4,096 anchors, and with two samplers a batch of
     # 2,048 would make each step 8x dearer for a critic that trails the MLP there (-0.40 of the
     # true W1 on Korotin's D=128 16-funnel pair, where the MLP reaches 0.97).
-    CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096, batch_size=256),
+    # Its offsets start at zero on its anchors: no random start for ``restarts`` to vary.
+    CriticSpec("anchors", anchor_critic, needs_anchors=True, lr=1e-2, max_anchors=4096, batch_size=256,
+               random_start=False),
 )
 
 

@@ -258,13 +258,15 @@ def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int, max_an
 
 
 def _check_options(holdout: float, confidence: float, steps, batch_size, lr, folds, test_size,
-                   input_noise) -> None:
+                   input_noise, restarts=1) -> None:
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout: must be in [0, 1), got {holdout}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("test_size", test_size)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("test_size", test_size),
+                        ("restarts", restarts)):
+        if (value is not None or name == "restarts") and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name}: must be a positive int, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: must be a positive number, got {lr!r}")
@@ -350,6 +352,7 @@ class _FoldFit:
     trained: dict[str, CriticTrainer]   # by candidate label
     chosen: _Candidate
     seconds: dict[str, float]           # each candidate's training wall time, by label
+    start_gaps: dict[str, list[float]]  # with restarts: each start's validation gap at its first plateau
 
     @property
     def name(self) -> str:
@@ -387,40 +390,78 @@ def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
 
 def _train_candidate(candidate: _Candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
                      given: frozenset[str], dev: torch.device, spread: Callable[[], float], checkpoint,
-                     checkpoint_every, resume, progress) -> CriticTrainer:
+                     checkpoint_every, resume, progress, restarts: int = 1) -> tuple[CriticTrainer, list[float]]:
+    """Train one candidate on fold k; (its trainer, each start's validation gap at its first plateau).
+
+    With ``restarts > 1`` (a registry critic with a random start) ``restarts`` critics are
+    initialised from different seeds and trained to their first validation plateau; the one
+    with the best validation gap there goes on alone (drops, stop), the others are dropped.
+    """
     name, relative = candidate.name, candidate.noise
     spec = CRITICS.get(name) if isinstance(candidate.critic, str) else None
     sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
-    torch.manual_seed(cfg.seed + k)
+    cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
+    closed_form = spec is not None and spec.fit_to_means is not None
+    if relative > 0 and not closed_form:  # in data units, from this fold's training data only
+        cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
+    if closed_form:
+        trainer = _new_trainer(candidate, spec, k, xs, ys, cand_cfg, dev, 0)
+        _fit_closed_form(spec, trainer, xs, ys)
+        return trainer, []
+    starts = restarts if spec is not None and spec.random_start else 1
+    trainers = [_new_trainer(candidate, spec, k, xs, ys, cand_cfg, dev, r) for r in range(starts)]
+    fits = [functools.partial(_fit_start, trainer, candidate, k, xs, ys, r, starts, checkpoint, checkpoint_every,
+                              resume, progress) for r, trainer in enumerate(trainers)]
+    if starts == 1:
+        fits[0]()
+        return trainers[0], []
+    for fit in fits:
+        fit(pause_at_plateau=True)
+    # The same validation draws score every start; the test samples are not drawn yet.
+    at_plateau = [t.state.best_val if t.state.paused_at is None else t.state.paused_at for t in trainers]
+    best = max(range(starts), key=at_plateau.__getitem__)
+    fits[best]()
+    return trainers[best], at_plateau
+
+
+#: Seed offset between the starts of ``restarts`` (start r of fold k: ``seed + k + r * stride``):
+#: far from the folds' ``seed + k`` and from the seeds a user steps through.
+RESTART_SEED_STRIDE = 1_000_003
+
+
+def _new_trainer(candidate: _Candidate, spec, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
+                 dev: torch.device, start: int) -> CriticTrainer:
+    """A trainer of ``candidate`` on fold k, its critic initialised from start ``start``'s seed."""
+    torch.manual_seed(cfg.seed + k + start * RESTART_SEED_STRIDE)
     fx, fy = xs.fold(k), ys.fold(k)
     if spec is not None:
         anchors = ys.anchors(fy, cfg.seed, spec.max_anchors) if spec.needs_anchors else None
         model = spec.build(xs.shape, anchors)
     else:
         model = candidate.critic
-    cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
-    closed_form = spec is not None and spec.fit_to_means is not None
-    if relative > 0 and not closed_form:  # in data units, from this fold's training data only
-        cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
-    trainer = CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
-                            cand_cfg, dev, samplers=(xs.sampler, ys.sampler))
-    if closed_form:
-        _fit_closed_form(spec, trainer, xs, ys)
-        return trainer
+    return CriticTrainer(model.to(dev), xs.samples, ys.samples, (fx.train, fy.train), (fx.val, fy.val),
+                         cfg, dev, samplers=(xs.sampler, ys.sampler))
+
+
+def _fit_start(trainer: CriticTrainer, candidate: _Candidate, k: int, xs: _Side, ys: _Side, start: int,
+               starts: int, checkpoint, checkpoint_every, resume, progress, pause_at_plateau: bool = False) -> None:
+    """Train (or resume) start ``start`` of a candidate; each start checkpoints in its own folder."""
+    name, relative, cfg = candidate.name, candidate.noise, trainer.cfg
     on_eval = None
     if checkpoint is not None:
         folder = name if candidate.label == name else f"{name}-noise{relative:g}"
         folder = folder if k == 0 else f"{folder}.fold{k}"
+        folder = folder if start == 0 else f"{folder}.start{start}"
         ckpt = Checkpointer(Path(checkpoint) / folder, every=checkpoint_every or cfg.eval_every)
-        if resume:
+        if resume and not trainer.state.history:  # once: a paused start goes on in memory
             with distributed.agreement():
                 ckpt.restore(trainer)
             distributed.check_same("checkpoint step", trainer.state.step)
         on_eval = ckpt.maybe_save
     desc = (f"training {name} critic" + (f", input noise {relative:g}" if candidate.label != name else "")
-            + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else ""))
-    trainer.fit(progress=progress, on_eval=on_eval, desc=desc)
-    return trainer
+            + (f" (fold {k + 1})" if len(xs.folds) > 1 or len(ys.folds) > 1 else "")
+            + (f", start {start + 1} of {starts}" if starts > 1 else ""))
+    trainer.fit(progress=progress, on_eval=on_eval, desc=desc, pause_at_plateau=pause_at_plateau)
 
 
 def _training_mean(side: _Side, indices: torch.Tensor) -> torch.Tensor:
@@ -495,17 +536,20 @@ def _fit_fold(k: int, candidates: list[_Candidate], xs: _Side, ys: _Side, cfg: T
               given: frozenset[str], dev, **kw) -> _FoldFit:
     """Train every candidate on fold k's training data; choose on its validation split only."""
     spread = functools.cache(lambda: _coordinate_spread(xs, ys, k, cfg.seed))
-    trained, seconds = {}, {}
+    trained, seconds, start_gaps = {}, {}, {}
     for c in candidates:
         start = time.perf_counter()
         # Validation is the same split for every candidate: the leader so far is the one to beat.
         leader = max((t.state.best_val for t in trained.values()), default=-math.inf)
-        trained[c.label] = _train_candidate(c, k, xs, ys, replace(cfg, leader_gap=leader), given, dev, spread, **kw)
+        trained[c.label], gaps = _train_candidate(c, k, xs, ys, replace(cfg, leader_gap=leader), given, dev,
+                                                  spread, **kw)
         seconds[c.label] = time.perf_counter() - start
+        if gaps:
+            start_gaps[c.label] = gaps
     chosen = max(candidates, key=lambda c: trained[c.label].state.best_val)
     if not distributed.same_parameters(trained[chosen.label].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
-    return _FoldFit(trained, chosen, seconds)
+    return _FoldFit(trained, chosen, seconds, start_gaps)
 
 
 def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,
@@ -562,6 +606,7 @@ def estimate_w1(
     folds: int = 1,
     test_size: int | None = None,
     input_noise: float | None = None,
+    restarts: int = 1,
 ) -> W1Result:
     """Certified lower-bound estimate of W1(P, Q) from samples ``x ~ P``, ``y ~ Q``.
 
@@ -668,6 +713,17 @@ def estimate_w1(
         cannot spike on single training samples; validation and test use
         ``f`` itself, unchanged, so the bound stays valid whatever
         ``input_noise`` is.
+    restarts : int
+        Starts per critic with a random initialisation (the MLP and the
+        convolutional critics; not the anchors or linear critics, whose start is
+        fixed by the data): each start, from its own seed, trains to its first
+        validation plateau, and only the one with the best validation gap there
+        goes on through the learning-rate drops and the stop
+        (``settings["start_gaps"]`` lists their gaps; start 0 is the run of
+        ``restarts=1``).  The choice sees validation only, so the test samples
+        stay untouched.  It costs ``restarts - 1`` more first stages; what it
+        buys is a narrower spread over seeds where a critic's start decides its
+        value (two samplers, many-funnel pairs; benchmarks/README.md, "Seeds").
 
     Returns
     -------
@@ -694,7 +750,7 @@ def estimate_w1(
     """
     start = time.perf_counter()
     with distributed.agreement():  # a rank that fails here stops all of them
-        _check_options(holdout, confidence, steps, batch_size, lr, folds, test_size, input_noise)
+        _check_options(holdout, confidence, steps, batch_size, lr, folds, test_size, input_noise, restarts)
         gen = torch.Generator().manual_seed(seed)
         xs = _prepare_side(x, "x", num_workers, holdout, folds, test_size, gen)
         ys = _prepare_side(y, "y", num_workers, holdout, folds, test_size, gen)
@@ -710,7 +766,7 @@ def estimate_w1(
         candidates = _candidates(critic, xs.shape)
     distributed.check_same("x, y and the options of estimate_w1", (
         len(xs.samples), len(ys.samples), xs.shape, seed, steps, batch_size, lr, holdout, confidence,
-        eval_every, folds, input_noise, critic if isinstance(critic, str) else type(critic).__name__))
+        eval_every, folds, input_noise, restarts, critic if isinstance(critic, str) else type(critic).__name__))
     train_sizes = [len(s.fold(0).train) for s in (xs, ys) if s.sampler is None]
     cfg = _train_config(steps, batch_size, lr, eval_every, seed, min(train_sizes) if train_sizes else None)
     n_folds = max(len(xs.folds), len(ys.folds))
@@ -724,16 +780,16 @@ def estimate_w1(
                                    xs.shape, input_noise, fresh) for _ in range(n_folds)]
     given = frozenset(name for name, value in (("lr", lr), ("batch_size", batch_size)) if value is not None)
     fits = [_fit_fold(k, per_fold[k], xs, ys, cfg, given, dev, checkpoint=checkpoint,
-                      checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+                      checkpoint_every=checkpoint_every, resume=resume, progress=progress, restarts=restarts)
             for k in range(n_folds)]
-    result = _result(fits, xs, ys, cfg, dev, confidence, holdout, start)
+    result = _result(fits, xs, ys, cfg, dev, confidence, holdout, start, restarts)
     if bracket:
         result.bracket = _bracket(x, y, result, confidence, seed)
     return result
 
 
 def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float, holdout: float,
-            start: float) -> W1Result:
+            start: float, restarts: int = 1) -> W1Result:
     value, se, lipschitz, model, scales = _score(fits, xs, ys, cfg, dev)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     first = fits[0].trainer
@@ -760,6 +816,7 @@ def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float
             sampler=[xs.sampler is not None, ys.sampler is not None],
             input_noise=first.cfg.input_noise_relative, input_noise_sigma=first.cfg.input_noise,
             ema=first.cfg.ema if first.ema_params is not None else 0.0,
+            restarts=restarts, start_gaps=dict(fits[0].start_gaps),
         ),
     )
 

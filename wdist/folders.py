@@ -120,6 +120,7 @@ class TrainOptions:
     bracket: bool = False
     folds: int = 1
     input_noise: float | None = None
+    restarts: int = 1
 
 
 # ------------------------------------------------------------------- inputs
@@ -229,6 +230,8 @@ def _checkpoint_signature(inputs: Inputs, train: TrainOptions) -> dict:
     sig.update(steps=train.steps, batch_size=train.batch_size, critic=train.critic, seed=train.seed,
                holdout=train.holdout, eval_every=train.eval_every, folds=train.folds,
                input_noise=train.input_noise)
+    if train.restarts != 1:  # absent from the signatures of checkpoints written before it existed
+        sig["restarts"] = train.restarts
     return sig
 
 
@@ -249,7 +252,7 @@ def run_estimate(inputs: Inputs, train: TrainOptions, log: Log) -> W1Result:
         progress=not inputs.options.quiet, num_workers=inputs.options.num_workers,
         eval_every=train.eval_every, checkpoint=train.checkpoint,
         checkpoint_every=train.checkpoint_every, resume=train.resume, bracket=train.bracket,
-        folds=train.folds, input_noise=train.input_noise,
+        folds=train.folds, input_noise=train.input_noise, restarts=train.restarts,
     )
 
 

@@ -78,6 +78,11 @@ class EstimateSettings(_ReadByKey):
     ema : float
         Decay of the moving average of the critic's parameters that validation scored
         and the estimate kept (0: the raw parameters; a closed-form critic has none).
+    restarts : int
+        Starts tried per critic with a random initialisation (``estimate_w1``'s ``restarts``).
+    start_gaps : dict of str to list of float
+        With ``restarts > 1``: each start's validation gap at its first plateau, by candidate
+        (first fold); the best went on through the learning-rate drops.
     """
 
     critic: str
@@ -100,6 +105,8 @@ class EstimateSettings(_ReadByKey):
     input_noise: float = 0.0
     input_noise_sigma: float = 0.0
     ema: float = 0.0
+    restarts: int = 1
+    start_gaps: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -128,6 +128,8 @@ class _State:
     window_start: int = 0
     lr_drops: int = 0
     stopped: str = "max_steps"
+    #: The best validation gap when ``fit(pause_at_plateau=True)`` paused (None: it has not).
+    paused_at: float | None = None
     history: list = field(default_factory=list)
 
 
@@ -178,6 +180,7 @@ class CriticTrainer:
         # noise must not depend on whether the samples came as tensors or as a Dataset.
         self.noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 0x5EED)
         self.fresh_draws: int | None = None  # set by a closed-form fit (adopt)
+        self._pause_at_plateau = False  # set by fit()
         # Polyak average of the parameters (free, unconstrained tensors: every
         # layer builds its constrained weight from them, so the average is as
         # certifiable as the raw critic).
@@ -197,6 +200,7 @@ class CriticTrainer:
             "progress": {
                 "step": s.step, "best_val": s.best_val, "best_step": s.best_step,
                 "window_start": s.window_start, "lr_drops": s.lr_drops, "stopped": s.stopped,
+                "paused_at": s.paused_at,
             },
             "history": list(s.history),
             **({"ema": [t.clone() for t in self.ema_params]} if self.ema_params is not None else {}),
@@ -240,11 +244,26 @@ class CriticTrainer:
         progress: bool = False,
         on_eval: Callable[["CriticTrainer"], None] | None = None,
         desc: str = "training critic",
+        pause_at_plateau: bool = False,
     ) -> None:
+        """Train until the stopping rule (or ``cfg.max_steps``); the critic is then the best one.
+
+        ``pause_at_plateau``: stop at the first validation plateau instead, before its
+        learning-rate drop or stop, with ``state.stopped == "paused"`` and the critic's
+        parameters (raw and averaged) as they are, so that a later ``fit()`` goes on exactly
+        as an uninterrupted run would (``estimate_w1``'s ``restarts`` compares starts there).
+        """
         cfg, s = self.cfg, self.state
+        self._pause_at_plateau = pause_at_plateau
+        if pause_at_plateau and s.paused_at is not None:  # paused once already (or resumed past it)
+            return
+        if s.stopped == "paused":
+            s.stopped = "max_steps"
+            if self._after_plateau(s.history[-1]["val_se"]):  # what the paused plateau decides
+                self._keep_best()
+                return
         if s.stopped in ("converged", "trailing"):  # resumed from a checkpoint written at the stop
-            self.critic.load_state_dict(self.best_params)
-            self.critic.eval()
+            self._keep_best()
             return
         opts = CudaOptions.for_device(self.device)  # all off on the CPU
         xs, bx = _batches(self.x, self.train_idx[0], cfg, 0, s.step, self.samplers[0], self.device, opts.pin_memory)
@@ -279,6 +298,10 @@ class CriticTrainer:
         finally:
             torch.backends.cudnn.benchmark = cudnn_benchmark
             bar.close()
+        if s.stopped != "paused":
+            self._keep_best()
+
+    def _keep_best(self) -> None:
         self.critic.load_state_dict(self.best_params)
         self.critic.eval()
 
@@ -362,8 +385,8 @@ class CriticTrainer:
                 torch._foreach_copy_([p.detach() for p in params], raw)
 
     def _evaluate(self, train_gap: float) -> bool:
-        """Record one evaluation; True when training should stop."""
-        cfg, s = self.cfg, self.state
+        """Record one evaluation; True when training should stop (or pause)."""
+        s = self.state
         with self._averaged():
             val_gap, val_se = self.validation_gap()
             candidate = copy.deepcopy(self.critic.state_dict()) if val_gap > s.best_val else None
@@ -376,6 +399,16 @@ class CriticTrainer:
         if not self._plateau(val_se):
             return False
         s.window_start = len(s.history)
+        if self._pause_at_plateau:
+            s.stopped, s.paused_at = "paused", s.best_val
+            return True
+        return self._after_plateau(val_se)
+
+    def _after_plateau(self, val_se: float) -> bool:
+        """At a plateau: stop a trailing critic, else drop the learning rate, else stop
+        (unless waiting while under-fitted); True when training should stop."""
+        cfg, s = self.cfg, self.state
+        lr = self.optimizer.param_groups[0]["lr"]
         if cfg.early_stop and self._trailing(val_se):
             s.stopped = "trailing"
             return True

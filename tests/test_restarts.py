@@ -37,7 +37,7 @@ def test_a_fit_paused_at_its_first_plateau_goes_on_exactly_as_an_uninterrupted_o
         kw = dict(critic="mlp", steps=200, eval_every=10, input_noise=0.0)  # given steps: on past the plateau
     else:  # the samplers are rebuilt with their seed: both runs draw the same sequence
         inputs = lambda: translation_samplers((4,), shift_norm=0.7, seed=5)[:2]  # noqa: E731
-        kw = dict(critic="mlp", eval_every=20, batch_size=64, test_size=2000)
+        kw = dict(critic="mlp", eval_every=20, batch_size=64, test_size=2000, restarts=1)
     reference = wdist.estimate_w1(*inputs(), progress=False, seed=3, **kw)
     record = []
     _paused_then_resumed(monkeypatch, record)
@@ -93,13 +93,27 @@ def test_critics_whose_start_is_fixed_by_the_data_train_once():
         assert res.settings["start_gaps"] == {} and res.settings["restarts"] == 3
 
 
-def test_one_start_by_default():
+def test_one_start_by_default_on_finite_samples_two_with_two_samplers():
+    """Fresh draws leave a run to where its start takes it (``DEFAULT_RESTARTS_FRESH``); a
+    finite split limits the critic whatever its start, and a sampler on one side only
+    leaves the other side's split doing so."""
+    from wdist.estimator import DEFAULT_RESTARTS_FRESH
+
     x, y = _shifted_gaussians(200, 4)
     res = wdist.estimate_w1(x, y, critic="mlp", steps=5, progress=False)
     assert res.settings["restarts"] == 1 and res.settings["start_gaps"] == {}
+    draw = lambda n: torch.randn(n, 4)  # noqa: E731
+    mixed = wdist.estimate_w1(draw, y, critic="mlp", steps=5, progress=False)
+    assert mixed.settings["restarts"] == 1 and mixed.settings["start_gaps"] == {}
+    fresh = wdist.estimate_w1(draw, draw, critic="mlp", steps=5, batch_size=64, test_size=200, progress=False)
+    assert DEFAULT_RESTARTS_FRESH == 2 and fresh.settings["restarts"] == 2
+    assert len(fresh.settings["start_gaps"]["mlp"]) == 2
+    one = wdist.estimate_w1(draw, draw, critic="mlp", steps=5, batch_size=64, test_size=200, restarts=1,
+                            progress=False)
+    assert one.settings["restarts"] == 1 and one.settings["start_gaps"] == {}
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_restarts_must_be_a_positive_int(bad):
     x, y = _shifted_gaussians(50, 2)
     with pytest.raises(ValueError, match=r"^restarts: must be a positive int"):

@@ -33,10 +33,12 @@ def test_sampler_inputs_estimate_a_translation_with_fresh_test_samples():
     assert res.lower <= w1 <= res.upper + 0.05
     assert res.value == pytest.approx(w1, rel=0.1)
     assert res.n_test == (3000, 3000) and res.settings["sampler"] == [True, True]
-    assert res.n_train == (300 * 128, 300 * 128)  # fresh training draws
-    # shape probe (2), validation (3000), 300 fresh training batches, then the test draw
+    assert res.n_train == (300 * 128, 300 * 128)  # fresh training draws of the start kept
+    # shape probe (2), validation (3000), 300 fresh training batches for each of the two
+    # starts (DEFAULT_RESTARTS_FRESH; no plateau within 300 steps), then the test draw
+    assert res.settings["restarts"] == 2
     sizes = [len(d) for d in rx.draws]
-    assert sizes == [2, 3000] + [128] * 300 + [3000]
+    assert sizes == [2, 3000] + [128] * 600 + [3000]
     test = rx.draws[-1]
     seen = torch.cat(rx.draws[:-1])
     assert not (test[:, None, :] == seen[None]).all(-1).any()  # never seen in training or validation
@@ -65,7 +67,7 @@ def test_a_sampler_drawing_on_the_training_device_keeps_its_batches_there(device
 
     monkeypatch.setattr(CriticTrainer, "_step", spy)
     res = wdist.estimate_w1(*on_device, critic="mlp", steps=200, lr=1e-2, eval_every=100, batch_size=128,
-                            test_size=2000, device=device, progress=False)
+                            test_size=2000, device=device, restarts=1, progress=False)
     assert len(seen) == 200 and all(types == {device.type} for types in seen)
     assert res.lower <= w1 and res.value == pytest.approx(w1, rel=0.25)
 

@@ -79,7 +79,8 @@ class EstimateSettings(_ReadByKey):
         Decay of the moving average of the critic's parameters that validation scored
         and the estimate kept (0: the raw parameters; a closed-form critic has none).
     restarts : int
-        Starts tried per critic with a random initialisation (``estimate_w1``'s ``restarts``).
+        Starts tried per critic with a random initialisation (``estimate_w1``'s ``restarts``;
+        by default 2 when both sides are samplers, 1 otherwise).
     start_gaps : dict of str to list of float
         With ``restarts > 1``: each start's validation gap at its first plateau, by candidate
         (first fold); the best went on through the learning-rate drops.

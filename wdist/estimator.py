@@ -732,12 +732,14 @@ def estimate_w1(
         goes on through the learning-rate drops and the stop
         (``settings["start_gaps"]`` lists their gaps; start 0 is the run of
         ``restarts=1``).  The choice sees validation only, so the test samples
-        stay untouched.  It costs ``restarts - 1`` more first stages; what it
-        buys is a narrower spread over seeds where a critic's start decides its
-        value.  ``None``: 2 when both sides are samplers
-        (``DEFAULT_RESTARTS_FRESH``: on Korotin's D=128 16-funnel pair, seeds
-        0-2, 0.966 +- 0.021 -> 0.984 +- 0.006 of the true W1 in 1.38x the
-        time; benchmarks/README.md, "Seeds"), 1 otherwise.
+        stay untouched.  It costs ``restarts - 1`` more first stages (with
+        ``steps`` given, a start that meets no plateau trains all of them, so
+        each start costs a whole run); what it buys is a narrower spread over
+        seeds where a critic's start decides its value.  ``None``: 2 when both
+        sides are samplers (``DEFAULT_RESTARTS_FRESH``: on Korotin's D=128
+        16-funnel pair, seeds 0-2, 0.966 +- 0.021 -> 0.984 +- 0.006 of the
+        true W1 in 1.38x the time; benchmarks/README.md, "Seeds"), 1
+        otherwise.
 
     Returns
     -------

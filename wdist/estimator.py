@@ -269,15 +269,14 @@ def _anchor_samples(samples: Samples, train_idx: torch.Tensor, seed: int, max_an
 
 
 def _check_options(holdout: float, confidence: float, steps, batch_size, lr, folds, test_size,
-                   input_noise, restarts=None) -> None:
+                   input_noise, restarts) -> None:
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout: must be in [0, 1), got {holdout}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("test_size", test_size),
                         ("restarts", restarts)):
-        if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name}: must be a positive int, got {value!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: must be a positive number, got {lr!r}")
@@ -401,7 +400,7 @@ def _coordinate_spread(xs: _Side, ys: _Side, k: int, seed: int) -> float:
 
 def _train_candidate(candidate: _Candidate, k: int, xs: _Side, ys: _Side, cfg: TrainConfig,
                      given: frozenset[str], dev: torch.device, spread: Callable[[], float], checkpoint,
-                     checkpoint_every, resume, progress, restarts: int = 1) -> tuple[CriticTrainer, list[float]]:
+                     checkpoint_every, resume, progress, restarts: int) -> tuple[CriticTrainer, list[float]]:
     """Train one candidate on fold k; (its trainer, each start's validation gap at its first plateau).
 
     With ``restarts > 1`` (a registry critic with a random start) ``restarts`` critics are
@@ -807,7 +806,7 @@ def estimate_w1(
 
 
 def _result(fits, xs: _Side, ys: _Side, cfg: TrainConfig, dev, confidence: float, holdout: float,
-            start: float, restarts: int = 1) -> W1Result:
+            start: float, restarts: int) -> W1Result:
     value, se, lipschitz, model, scales = _score(fits, xs, ys, cfg, dev)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     first = fits[0].trainer

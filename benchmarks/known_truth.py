@@ -9,6 +9,13 @@ Every pair here has an exact W1 by construction (:mod:`wdist.datasets`):
 * ``img-{base}-{N}-{deg}``: the generator-free image pairs, real images in
   [-1, 1] (3x16x16 / 3x32x32 photo crops, 8x8 digits) moved toward N
   uniform-noise images;
+* ``lat{D}-{K}-{p}``: the same cube moved toward a lattice of parallel flats
+  (:class:`~wdist.datasets.LatticePair`: spacing p in a random K-dimensional
+  subspace, deg 8): an optimal potential made of wedges (``K = 1``, a zigzag
+  ridge) or of the distance to a lattice in K dimensions, not of cones about
+  points; the control that an estimator tuned on the funnels is not tuned to
+  their family alone.  p = 8 leaves about one cell a direction (a coarse
+  difference of the laws), p = 2 about three (a fine one);
 * ``shift{d}``: a translation of a standard Gaussian by a vector of norm
   1.5 (W1 = 1.5, linear optimal potential): the easy control.
 
@@ -57,7 +64,8 @@ import numpy as np
 import torch
 
 import wdist
-from wdist.datasets import FunnelPair, image_funnel_pair, korotin_pair, translation_samplers
+from wdist.datasets import (FunnelPair, RayMonotonePair, image_funnel_pair, korotin_pair, lattice_pair,
+                            translation_samplers)
 from wdist.training import gap_statistics
 
 from _markdown import publish
@@ -110,10 +118,13 @@ def _number(text: str) -> int | float:
         return float(text)
 
 
-def funnel_pair(name: str, seed: int = 0) -> FunnelPair | None:
-    """The :class:`~wdist.datasets.FunnelPair` of a named pair (None for a translation)."""
+def funnel_pair(name: str, seed: int = 0) -> RayMonotonePair | None:
+    """The :class:`~wdist.datasets.FunnelPair` (or ``LatticePair``) of a named pair (None for a translation)."""
     if name.startswith("shift"):
         return None
+    if name.startswith("lat"):  # lat{D}-{K}-{p}; the spacing p is 2 when left out
+        dim, rank, *period = name[3:].split("-")
+        return lattice_pair(int(dim), int(rank), float(period[0]) if period else 2.0, seed=seed)
     if name.startswith("k"):
         dim, funnels = map(int, name[1:].split("-"))
         return korotin_pair(dim, funnels, seed=seed)
@@ -135,7 +146,7 @@ def make_pair(name: str, seed: int = 0, device: str | torch.device | None = None
     return sx, sy, truth, se, pair
 
 
-def ray_diagnostic(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: int = RAY_POINTS,
+def ray_diagnostic(critic: torch.nn.Module, pair: RayMonotonePair, scale: float, m: int = RAY_POINTS,
                    seed: int = 0) -> tuple[float, float]:
     """(mean ``||grad g||``, length-weighted mean cosine of ``grad g`` with the transport)
     at one uniform point of each of ``m`` fresh transport segments ``[y, T(y)]``.
@@ -162,7 +173,7 @@ def ray_diagnostic(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: i
     return float(norm.mean()), float(cosine)
 
 
-def population_gap(critic: torch.nn.Module, pair: FunnelPair, scale: float, m: int = POPULATION_DRAWS,
+def population_gap(critic: torch.nn.Module, pair: RayMonotonePair, scale: float, m: int = POPULATION_DRAWS,
                    seed: int = 0) -> tuple[float, float] | None:
     """(``mean g(x) - mean g(y)`` over ``m`` fresh draws per side, its standard error), or None.
 
@@ -228,14 +239,15 @@ def run_case(case: Case, seed: int = 0, device: str | torch.device | None = None
     }
 
 
-def _critic_diagnostics(pair: FunnelPair | None, seed: int, res, truth: float) -> dict:
+def _critic_diagnostics(pair: RayMonotonePair | None, seed: int, res, truth: float) -> dict:
     """The rays and population columns of a funnel pair's row (none for a translation)."""
     if pair is None or res.critic is None:
         return {}
     scale = max(1.0, res.lipschitz)
     grad_norm, cosine = ray_diagnostic(res.critic, pair, scale, seed=seed)
     row = {"ray_grad_norm": grad_norm, "ray_cosine": cosine}
-    row["cone_ratio"] = centre_cone_gap(pair, seed=seed)[0] / truth
+    if isinstance(pair, FunnelPair):  # a lattice pair has no apices' box
+        row["cone_ratio"] = centre_cone_gap(pair, seed=seed)[0] / truth
     gap = population_gap(res.critic, pair, scale, seed=seed)
     if gap is not None:
         row |= {"population_ratio": gap[0] / truth, "population_se_ratio": gap[1] / truth}
@@ -247,13 +259,15 @@ FULL = [
     *(f"k128-{n}:sampler" for n in (4, 16, 64, 256)),
     *(f"k128-4:finite:{n}" for n in (2000, 10000, 50000)),
     "k16-4:finite:10000", "k64-16:finite:10000",
+    *(f"lat128-{k}-{p}:{regime}" for p in (8, 2) for k in (1, 16) for regime in ("finite:10000", "sampler")),
     "shift256:finite:5000",
     "img-patches16-1-10:finite:3000", "img-patches16-1-10:finite:3000:critic=bcop",
     "img-patches16-16-100:finite:3000", "img-patches16-16-100:finite:3000:critic=bcop",
     "img-digits-1-10:finite:1797", "img-digits-1-10:finite:1797:critic=bcop",
 ]
 QUICK = ["k16-4:finite:400:steps=40,eval_every=20", "k16-4:sampler:0:steps=40,eval_every=20,test_size=500",
-         "shift16:finite:400:steps=40,eval_every=20", "img-digits-1-10:finite:200:critic=bcop,steps=10,eval_every=5"]
+         "shift16:finite:400:steps=40,eval_every=20", "lat16-1-2:finite:400:steps=40,eval_every=20",
+         "img-digits-1-10:finite:200:critic=bcop,steps=10,eval_every=5"]
 SEEDS_CASE = "k16-4:finite:2000"
 
 

@@ -6,7 +6,8 @@ import scipy.stats
 import torch
 
 import wdist
-from wdist.datasets import FunnelPair, image_funnel_pair, korotin_pair, translation_samplers
+from wdist.datasets import (FunnelPair, LatticePair, image_funnel_pair, korotin_pair, lattice_pair,
+                            translation_samplers)
 
 
 @pytest.mark.parametrize("dim, funnels", [(16, 4), (128, 4), (128, 64), (64, 256)])
@@ -95,7 +96,49 @@ def test_translation_samplers_have_the_shift_as_w1():
     assert (y.mean(0) - x.mean(0)).norm() == pytest.approx(2.0, rel=0.05)
 
 
+@pytest.mark.parametrize("dim, rank", [(128, 1), (128, 16), (64, 64), (3, 2)])
+def test_lattice_transport_moves_along_rays_of_the_distance_to_the_flats(dim, rank, device):
+    pair = lattice_pair(dim, rank, seed=3)
+    np.testing.assert_allclose(pair.directions @ pair.directions.T, np.eye(rank), rtol=0, atol=1e-12)
+    y = pair.sample_base(2000, np.random.default_rng(0))
+    x = pair.transport(y)
+    dist = np.linalg.norm(y - x, axis=1)
+    np.testing.assert_allclose(pair.potential(y) - pair.potential(x), dist, rtol=0, atol=1e-12)
+    assert (dist > 0).mean() > 0.99 and pair.potential(y).max() <= pair.period * np.sqrt(rank) / 2
+    # every move lies in the lattice's subspace: the other D - K coordinates are P's own
+    kept = (y - x) - (y - x) @ pair.directions.T @ pair.directions
+    assert np.abs(kept).max() < 1e-12
+    # the torch map (samplers on a device) is the same map
+    xt = pair.transport_torch(torch.from_numpy(y).to(device))
+    assert xt.device.type == device.type and xt.dtype == torch.float64
+    np.testing.assert_allclose(xt.cpu().numpy(), x, rtol=0, atol=1e-12)
+
+
+def test_lattice_truth_is_the_one_dimensional_w1():
+    # D = K = 1: a zigzag potential with a sign change every p/2; the quantile formula
+    # gives the exact W1 of the two laws, which must be the construction's E|y - T(y)|.
+    pair = LatticePair(dim=1, rank=1, period=0.8, deg=3.0, half_width=1.0, seed=2)
+    truth, se = pair.truth(400_000)
+    x, y = pair.sample(400_000, seed=5)
+    empirical = scipy.stats.wasserstein_distance(x.double().numpy()[:, 0], y.double().numpy()[:, 0])
+    assert abs(empirical - truth) < 4 * se + 0.003
+
+
+def test_lattice_truth_matches_exact_ot_in_two_dimensions():
+    pair = LatticePair(dim=2, rank=2, period=0.9, deg=4.0, half_width=1.0, seed=0)
+    truth, _ = pair.truth(200_000)
+    y = pair.sample_base(3000, np.random.default_rng(0))
+    x = pair.transport(y)
+    exact = wdist.exact_w1(x, y)  # the map's own coupling is optimal on its own points
+    assert exact == pytest.approx(np.linalg.norm(y - x, axis=1).mean(), rel=1e-9)
+    assert exact == pytest.approx(truth, rel=0.05)
+
+
 def test_bad_pair_arguments_are_named():
+    with pytest.raises(ValueError, match="LatticePair"):
+        LatticePair(dim=4, rank=5)
+    with pytest.raises(ValueError, match="LatticePair"):
+        LatticePair(dim=4, rank=1, deg=1.0)
     with pytest.raises(ValueError, match="base"):
         image_funnel_pair("cifar")
     with pytest.raises(ValueError, match="FunnelPair"):

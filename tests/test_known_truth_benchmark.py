@@ -86,6 +86,30 @@ def test_ray_diagnostic_is_one_for_the_optimal_potential_and_scales_with_the_cri
     assert norm == pytest.approx(0.5, abs=1e-9) and cosine == pytest.approx(-1.0, abs=1e-9)
 
 
+class _Lattice(torch.nn.Module):
+    """``-u`` for a lattice pair's potential, the distance to the nearest flat (an optimal critic)."""
+
+    def __init__(self, pair) -> None:
+        super().__init__()
+        self.pair = pair
+        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)  # gives the module a device
+
+    def forward(self, z):
+        return -self.pair._offset_torch(z.flatten(1).double()).norm(dim=1)
+
+
+@pytest.mark.parametrize("name", ["lat16-1", "lat32-8-3"])
+def test_the_lattice_pairs_optimal_potential_has_unit_rays_and_the_truth_as_gap(known_truth_module, name):
+    pair = known_truth_module.funnel_pair(name)
+    norm, cosine = known_truth_module.ray_diagnostic(_Lattice(pair), pair, 1.0, m=256)
+    # 1e-6, not 1e-9: the diagnostic scores float32 points, and an offset from a flat of
+    # 1e-6 or less (where the map contracts to) turns with their rounding.
+    assert norm == pytest.approx(1.0, abs=1e-6) and cosine == pytest.approx(1.0, abs=1e-6)
+    truth, truth_se = pair.truth(100_000)
+    gap, se = known_truth_module.population_gap(_Lattice(pair), pair, 1.0, m=4_000)
+    assert abs(gap - truth) < 4 * (se + truth_se)
+
+
 def test_ray_diagnostic_has_no_row_for_a_translation(known_truth_module):
     assert known_truth_module.funnel_pair("shift16") is None
 

@@ -23,6 +23,15 @@ another cone takes over; with ``w`` that end point and
 Between ``c`` and ``y`` the same cone stays active (a min of cones), so the
 identity above holds pair by pair (tested to 1e-12).
 
+:class:`LatticePair` uses the distance to a lattice of parallel flats,
+``u(z) = ||r(z)||`` with ``r`` the offset of ``z``'s coordinates in a random
+K-dimensional subspace from the nearest point of ``p Z^K + phi``: each ``y``
+moves toward its nearest flat along ``r``, ``t^deg`` of the way from the cell's
+wall.  Its optimal potential is made of wedges (``K = 1``: a zigzag ridge in one
+direction), not of cones about points, so a benchmark that holds both is not
+won by fitting the funnels' form.  Both constructions share
+:class:`RayMonotonePair` (samplers, truth).
+
 The truth is a Monte-Carlo mean of ``||y - T(y)||`` with its standard error
 (:meth:`FunnelPair.truth`); for a finite base population (the digits) it is
 the exact mean over it.
@@ -54,7 +63,7 @@ from scipy.spatial.distance import cdist
 
 __all__ = [
     "FunnelPair", "Sampler", "uniform_cube", "photo_patches", "digit_images", "translation_samplers",
-    "korotin_pair", "image_funnel_pair",
+    "korotin_pair", "image_funnel_pair", "LatticePair", "lattice_pair", "RayMonotonePair",
 ]
 
 #: A base distribution: ``(n, rng) -> float64 array (n, D)``.
@@ -111,8 +120,78 @@ def digit_images() -> BaseSampler:
 
 
 # ------------------------------------------------------------ the transport
+class RayMonotonePair:
+    """A pair ``(Q = T#P, P)`` with ``T`` ray-monotone for a known 1-Lipschitz potential.
+
+    The base class owns what every construction shares: the samplers, the
+    truth and the tensor layout.  A subclass sets :attr:`dim`, :attr:`shape`
+    and :attr:`base` (``(n, rng) -> (n, D)`` samples of P) and gives the
+    potential ``u`` and the map ``T`` in numpy and in torch, such that
+    ``u(y) - u(T(y)) = ||y - T(y)||`` for every ``y`` (so W1 = E||y - T(y)||).
+    """
+
+    dim: int
+    shape: tuple[int, ...]
+    base: BaseSampler
+
+    def potential(self, z: np.ndarray) -> np.ndarray:
+        """The optimal potential ``u`` at the rows of ``z`` (float64)."""
+        raise NotImplementedError
+
+    def transport(self, y: np.ndarray) -> np.ndarray:
+        """``T(y)`` for the rows of ``y`` (float64)."""
+        raise NotImplementedError
+
+    def transport_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`transport` in torch, float64, on ``y``'s device."""
+        raise NotImplementedError
+
+    # -- samples and truth -----------------------------------------------------
+    def sample_base(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` samples of P (float64, flattened)."""
+        return self.base(n, rng)
+
+    def samplers(self, seed: int = 0, device: str | torch.device | None = None) -> tuple[Sampler, Sampler]:
+        """(x sampler of Q = T#P, y sampler of P), independent, float32 tensors of :attr:`shape`.
+
+        ``device`` (e.g. ``"cuda"``): the draws come on that device, transported there in
+        float64 (:meth:`transport_torch`), as a generative model on a GPU would hand them
+        out.  The base draws are the same numpy streams either way, so a seed gives the
+        same samples up to rounding on any device.
+        """
+        rx, ry = (np.random.default_rng([seed, side]) for side in (0, 1))
+        if device is None:
+            return (lambda n: self._tensor(self.transport(self.sample_base(n, rx))),
+                    lambda n: self._tensor(self.sample_base(n, ry)))
+
+        def on_device(n: int, rng: np.random.Generator) -> torch.Tensor:
+            return torch.from_numpy(self.sample_base(n, rng)).to(device)
+
+        return (lambda n: self._tensor(self.transport_torch(on_device(n, rx))),
+                lambda n: self._tensor(on_device(n, ry)))
+
+    def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` independent samples per side: (x ~ Q, y ~ P)."""
+        sx, sy = self.samplers(seed)
+        return sx(n), sy(n)
+
+    def truth(self, n_mc: int = 200_000, seed: int = 12345) -> tuple[float, float]:
+        """(W1, standard error): the mean of ``||y - T(y)||`` over ``n_mc`` draws of P,
+        or over the whole population of a finite base (standard error 0)."""
+        population = getattr(self.base, "population", None)
+        y = population if population is not None else self.sample_base(n_mc, np.random.default_rng(seed))
+        dist = np.linalg.norm(y - self.transport(y), axis=1)
+        se = 0.0 if population is not None else float(dist.std(ddof=1) / np.sqrt(len(dist)))
+        return float(dist.mean()), se
+
+    def _tensor(self, a: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """float32 samples of :attr:`shape`, where ``a`` is (numpy rows: the CPU)."""
+        return torch.as_tensor(a).float().reshape(len(a), *self.shape)
+
+
+
 @dataclass
-class FunnelPair:
+class FunnelPair(RayMonotonePair):
     """P = ``base``; Q = P moved along the rays of a min-funnel potential (module docstring).
 
     Parameters
@@ -227,47 +306,89 @@ class FunnelPair:
         t = radius / end
         return c + torch.where(radius > 0, t**self.deg * end, torch.zeros_like(end)) * v
 
-    # -- samples and truth -----------------------------------------------------
-    def sample_base(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` samples of P (float64, flattened)."""
-        return self.base(n, rng)
+@dataclass
+class LatticePair(RayMonotonePair):
+    """P = ``base``; Q = P moved toward a lattice of parallel flats (no apex, no cone).
 
-    def samplers(self, seed: int = 0, device: str | torch.device | None = None) -> tuple[Sampler, Sampler]:
-        """(x sampler of Q = T#P, y sampler of P), independent, float32 tensors of :attr:`shape`.
+    The potential is the distance to a union of parallel ``(D - K)``-flats,
+    ``u(z) = ||r(z)||`` with ``r(z) = A z - phi - p round((A z - phi) / p)``:
+    ``A`` (K x D) has orthonormal rows drawn at random, so ``A z`` are the
+    coordinates of ``z`` in a random K-dimensional subspace, and ``r`` is their
+    offset from the nearest point of the lattice ``p Z^K + phi``.  ``u`` is
+    constant along the other ``D - K`` directions and has ``|grad u| = 1``; its
+    transport ray through ``y`` runs from the nearest flat through ``y`` to the
+    wall of the lattice cell (where ``||r||_inf = p / 2`` and another flat
+    takes over).  With ``t = 2 ||r(y)||_inf / p`` the position on that ray,
+    ``T(y) = y - (1 - t^(deg - 1)) A^T r(y)`` moves ``y`` to ``t^deg`` of the
+    way, as :class:`FunnelPair` does along its cones: ``u(y) - u(T(y)) =
+    ||y - T(y)||`` pair by pair.  ``K = 1`` is a zigzag ridge, ``u = g(a . z)``
+    with ``|g'| = 1`` changing sign every ``p / 2``: an optimal potential made of
+    wedges in one direction, where the funnels' is made of cones about points.
 
-        ``device`` (e.g. ``"cuda"``): the draws come on that device, transported there in
-        float64 (:meth:`transport_torch`), as a generative model on a GPU would hand them
-        out.  The base draws are the same numpy streams either way, so a seed gives the
-        same samples up to rounding on any device.
-        """
-        rx, ry = (np.random.default_rng([seed, side]) for side in (0, 1))
-        if device is None:
-            return (lambda n: self._tensor(self.transport(self.sample_base(n, rx))),
-                    lambda n: self._tensor(self.sample_base(n, ry)))
+    Parameters
+    ----------
+    dim : int
+        Dimension D.
+    rank : int
+        K, the dimension of the subspace in which the lattice lives (1 <= K <= D).
+    period : float
+        p, the lattice's spacing along each of the K directions.
+    deg : float
+        Contraction exponent (> 1), as :class:`FunnelPair`'s.
+    half_width : float
+        P's default base: uniform on ``[-h, h]^D``.
+    base : callable, optional
+        ``(n, rng) -> (n, D)`` samples of P (the lattice is infinite: any support).
+    seed : int
+        Draws ``A`` and the lattice's phase ``phi ~ U[0, p)^K``.
+    """
 
-        def on_device(n: int, rng: np.random.Generator) -> torch.Tensor:
-            return torch.from_numpy(self.sample_base(n, rng)).to(device)
+    dim: int
+    rank: int = 1
+    period: float = 2.0
+    deg: float = 8.0
+    half_width: float = 2.5
+    base: BaseSampler | None = None
+    seed: int = 0
+    shape: tuple[int, ...] | None = None
 
-        return (lambda n: self._tensor(self.transport_torch(on_device(n, rx))),
-                lambda n: self._tensor(on_device(n, ry)))
+    def __post_init__(self) -> None:
+        if not 1 <= self.rank <= self.dim or self.period <= 0 or self.deg <= 1 or self.half_width <= 0:
+            raise ValueError("LatticePair: need 1 <= rank <= dim, period > 0, deg > 1 and half_width > 0")
+        rng = np.random.default_rng([self.seed, 2026])  # a stream no sampler seed reuses
+        q, _ = np.linalg.qr(rng.standard_normal((self.dim, self.rank)))
+        self.directions = np.ascontiguousarray(q.T)            # (K, D), orthonormal rows
+        self.phase = self.period * rng.uniform(size=self.rank)
+        self.base = self.base or uniform_cube(self.dim, self.half_width)
+        self.shape = tuple(self.shape or (self.dim,))
 
-    def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` independent samples per side: (x ~ Q, y ~ P)."""
-        sx, sy = self.samplers(seed)
-        return sx(n), sy(n)
+    def _offset(self, z: np.ndarray) -> np.ndarray:
+        """``r(z)``: the subspace coordinates' offset from the nearest lattice point."""
+        s = z @ self.directions.T - self.phase
+        return s - self.period * np.round(s / self.period)
 
-    def truth(self, n_mc: int = 200_000, seed: int = 12345) -> tuple[float, float]:
-        """(W1, standard error): the mean of ``||y - T(y)||`` over ``n_mc`` draws of P,
-        or over the whole population of a finite base (standard error 0)."""
-        population = getattr(self.base, "population", None)
-        y = population if population is not None else self.sample_base(n_mc, np.random.default_rng(seed))
-        dist = np.linalg.norm(y - self.transport(y), axis=1)
-        se = 0.0 if population is not None else float(dist.std(ddof=1) / np.sqrt(len(dist)))
-        return float(dist.mean()), se
+    def _offset_torch(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`_offset` in torch (float64), on ``z``'s device."""
+        s = z @ torch.as_tensor(self.directions, device=z.device).T - torch.as_tensor(self.phase, device=z.device)
+        return s - self.period * torch.round(s / self.period)
 
-    def _tensor(self, a: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """float32 samples of :attr:`shape`, where ``a`` is (numpy rows: the CPU)."""
-        return torch.as_tensor(a).float().reshape(len(a), *self.shape)
+    def potential(self, z: np.ndarray) -> np.ndarray:
+        """``u(z)``: the distance from ``z`` to the nearest flat (float64)."""
+        return np.linalg.norm(self._offset(np.asarray(z, np.float64)), axis=1)
+
+    def transport(self, y: np.ndarray) -> np.ndarray:
+        """``T(y) = y - (1 - t^(deg - 1)) A^T r(y)``, ``t = 2 ||r(y)||_inf / p``."""
+        y = np.asarray(y, np.float64)
+        r = self._offset(y)
+        t = 2 * np.abs(r).max(axis=1, keepdims=True) / self.period
+        return y - ((1 - t ** (self.deg - 1)) * r) @ self.directions
+
+    def transport_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`transport` in torch (float64, on ``y``'s device)."""
+        y = y.double()
+        r = self._offset_torch(y)
+        t = 2 * r.abs().amax(dim=1, keepdim=True) / self.period
+        return y - ((1 - t ** (self.deg - 1)) * r) @ torch.as_tensor(self.directions, device=y.device)
 
 
 def _chunks(a: np.ndarray, rows: int = 2048):
@@ -298,6 +419,15 @@ def image_funnel_pair(base: str = "patches16", n_funnels: int = 1, deg: float = 
     dim = channels * size * size
     return FunnelPair(dim, n_funnels, deg=deg, half_width=1.2, base=sampler, centre_width=1.0,
                       seed=seed, shape=(channels, size, size))
+
+
+def lattice_pair(dim: int, rank: int, period: float = 2.0, seed: int = 0) -> LatticePair:
+    """Korotin et al.'s base (uniform cube of half-width 2.5, deg 8) moved toward a lattice
+    of parallel flats instead of apices, spaced ``period`` apart in a random
+    ``rank``-dimensional subspace.  The base's coordinates there have a standard deviation
+    of 1.44: a spacing of 8 leaves about one cell (one flat, a wedge about it), a spacing of
+    2 about three cells a direction, where the two laws differ only at that fine scale."""
+    return LatticePair(dim, rank, period=period, deg=8.0, half_width=2.5, seed=seed)
 
 
 def translation_samplers(shape: tuple[int, ...], shift_norm: float = 1.0,

@@ -189,7 +189,6 @@ class RayMonotonePair:
         return torch.as_tensor(a).float().reshape(len(a), *self.shape)
 
 
-
 @dataclass
 class FunnelPair(RayMonotonePair):
     """P = ``base``; Q = P moved along the rays of a min-funnel potential (module docstring).
@@ -306,6 +305,7 @@ class FunnelPair(RayMonotonePair):
         t = radius / end
         return c + torch.where(radius > 0, t**self.deg * end, torch.zeros_like(end)) * v
 
+
 @dataclass
 class LatticePair(RayMonotonePair):
     """P = ``base``; Q = P moved toward a lattice of parallel flats (no apex, no cone).
@@ -341,6 +341,14 @@ class LatticePair(RayMonotonePair):
         ``(n, rng) -> (n, D)`` samples of P (the lattice is infinite: any support).
     seed : int
         Draws ``A`` and the lattice's phase ``phi ~ U[0, p)^K``.
+
+    Examples
+    --------
+    >>> pair = LatticePair(dim=16, rank=2, period=1.0, seed=0)
+    >>> y = pair.sample_base(1000, np.random.default_rng(1))
+    >>> x = pair.transport(y)
+    >>> bool(np.allclose(pair.potential(y) - pair.potential(x), np.linalg.norm(y - x, axis=1)))
+    True
     """
 
     dim: int

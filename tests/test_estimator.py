@@ -42,6 +42,23 @@ def test_the_linear_critic_is_the_exact_maximiser_of_its_training_gap():
     assert wdist.lipschitz_bound(critic, (16,)) <= 1 + 1e-4
 
 
+@pytest.mark.parametrize("shape", [(16,), (3, 4, 4)])
+def test_the_ridge_critic_is_a_certified_function_of_one_unit_direction(shape):
+    torch.manual_seed(0)
+    critic = wdist.critics.ridge_critic(shape)
+    u = critic[1].weight.detach()[0]
+    assert float(u.norm()) == pytest.approx(1.0, abs=1e-5)
+    x = torch.randn(500, *shape, requires_grad=True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x)
+    grad = grad.flatten(1)
+    slopes = grad @ u
+    # grad f(x) = g'(<u, x>) u: along u only, with a slope of at most 1 in size
+    torch.testing.assert_close(grad, slopes[:, None] * u, rtol=0, atol=1e-6)
+    assert slopes.abs().max() <= 1 + 1e-4
+    assert wdist.lipschitz_bound(critic, shape) <= 1 + 1e-4
+    assert wdist.critics.lipschitz_by_construction(critic)
+
+
 @pytest.mark.parametrize("critic", ["linear", "auto"])
 def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other_sample(critic):
     """Cross-fitting within the test split: chunk j's values come from the linear critic set
@@ -70,6 +87,27 @@ def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other
     assert torch.allclose(slope, direction / direction.norm(), atol=1e-5)
     assert res.n_train == (n, n)
     assert res.settings.ema == 0.0  # set, not stepped: no average to keep
+
+
+@pytest.mark.parametrize("ridge_gap, chosen", [(1.049, "linear"), (1.051, "ridge"), (0.9, "linear")])
+def test_a_trained_critic_must_beat_the_closed_form_one_by_a_validation_standard_error(ridge_gap, chosen):
+    """One-standard-error rule: the linear critic (validation gap 1.0, standard error 0.05)
+    stays chosen unless a trained critic's best validation gap passes 1.05."""
+    from types import SimpleNamespace
+    from wdist.estimator import _Candidate, _choose
+
+    def trainer(gap, se):
+        return SimpleNamespace(state=SimpleNamespace(best_val=gap, history=[{"val_se": 9.0}, {"val_se": se}]))
+
+    candidates = [_Candidate(name, 0.0, name) for name in ("mlp", "ridge", "linear", "anchors")]
+    trained = {"mlp": trainer(0.5, 0.01), "ridge": trainer(ridge_gap, 0.01), "linear": trainer(1.0, 0.05),
+               "anchors": trainer(-1.0, 0.01)}
+    assert _choose(candidates, trained).label == chosen
+    user = _Candidate(wdist.critics.linear_critic((4,)), 0.0, "Sequential")  # a module: no closed form
+    assert _choose([user, candidates[2]], {"Sequential": trainer(1.01, 0.01), "linear": trainer(1.0, 0.05)}) \
+        .label == "linear"
+    assert _choose([user, candidates[1]], {"Sequential": trainer(1.01, 0.01), "ridge": trainer(1.0, 0.05)}) \
+        .label == "Sequential"
 
 
 def test_a_test_split_keeps_at_most_max_test_split_samples_and_the_rest_trains():
@@ -310,7 +348,7 @@ def test_the_mlp_tries_each_input_noise_level_where_its_spec_has_several():
     assert levels(net, 128) == [("Sequential", 0.0, "Sequential")]
     # Images get the MLP on their flattened pixels beside the convolutional critic.
     assert wdist.critics.auto_candidates((3, 8, 8)) == ["bcop", "mlp", "linear", "anchors"]
-    assert wdist.critics.auto_candidates((64,)) == ["mlp", "linear", "anchors"]
+    assert wdist.critics.auto_candidates((64,)) == ["mlp", "ridge", "linear", "anchors"]
 
 
 def test_validation_keeps_the_input_noise_level_with_the_best_gap():

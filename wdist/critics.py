@@ -27,7 +27,7 @@ __all__ = [
     "CrossFitCritic",
     "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "CriticSpec", "critic_spec",
     "bcop_critic", "rko_critic", "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic",
-    "anchor_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR", "fit_linear_critic",
+    "anchor_critic", "ridge_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR", "fit_linear_critic",
 ]
 
 #: Adam learning rate of every critic that does not ask for another.
@@ -98,6 +98,24 @@ def mlp_critic(shape: tuple[int, ...], width: int = 256, depth: int = 3,
         d = width
     layers.append(BjorckLinear(d, 1))
     return nn.Sequential(*layers)
+
+
+def ridge_critic(shape: tuple[int, ...], width: int = 64, depth: int = 3,
+                 group_size: int | None = MLP_GROUP) -> nn.Sequential:
+    """``f(x) = g(<u, x>)`` with ``||u|| = 1`` and ``g`` a 1-D GroupSort MLP.
+
+    A ridge function: one learned direction, then any 1-Lipschitz profile
+    along it.  The optimal potential of a difference that lives along one
+    direction (a shift, a reshaping of one marginal) has this form, and a
+    critic restricted to it cannot over-fit the other ``D - 1`` directions of
+    its training split: on a lattice of flats (``wdist.datasets.LatticePair``,
+    D=128, K=1, 10k per side, seed 0) 0.957 of the true W1 where ``auto`` without it
+    gave 0.569.
+    ``BjorckLinear(D, 1)`` keeps ``u`` a unit row and the 1-D network is the
+    :func:`mlp_critic` of ``width`` units, so every layer is certified.
+    """
+    d = _numel(shape)
+    return nn.Sequential(nn.Flatten(), BjorckLinear(d, 1), *mlp_critic((1,), width, depth, group_size)[1:])
 
 
 def _conv_critic(
@@ -368,6 +386,8 @@ CRITICS: dict[str, CriticSpec] = _specs(
     CriticSpec("rko-relu", partial(rko_critic, activation=nn.ReLU), batch_size=CONV_BATCH),
     CriticSpec("ossn-relu", partial(ossn_critic, activation=nn.ReLU), batch_size=CONV_BATCH),
     CriticSpec("wgan-gp", wgan_gp_critic),
+    # lr 3e-3 as the MLP's: the probe that measured 0.957 on the lattice pair (docstring).
+    CriticSpec("ridge", ridge_critic, lr=MLP_LR),
     CriticSpec("linear", linear_critic, fit_to_means=fit_linear_critic),
     # Batch 256 at most: each sample meets all 4,096 anchors, and with two samplers a batch of
     # 2,048 would make each step 8x dearer for a critic that trails the MLP there (-0.40 of the
@@ -394,9 +414,15 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     Gaussians: 0.99 vs 0.96 of the true W1); the semi-dual anchors critic fits
     complex sample geometry that the neural critics reach only slowly (digits
     0-4 vs 5-9 in-sample: 0.9999 of the exact W1, against 0.80 for a 512-wide
-    MLP after 1000 full-batch steps).
+    MLP after 1000 full-batch steps).  Vectors also get the ridge critic
+    (:func:`ridge_critic`), for differences carried by one direction: on a
+    lattice of flats in D=128 at 10k per side it lifts ``auto`` from 0.569 to
+    0.957 of the true W1, and where the MLP is needed it trails at its first
+    plateau and stops (6-14 s on the funnel and lattice pairs).  The linear
+    critic, refit on every other sample at test time, is kept unless another
+    beats its validation gap by a standard error (``estimator._choose``).
     """
-    return (["bcop", "mlp"] if len(shape) == 3 else ["mlp"]) + ["linear", "anchors"]
+    return (["bcop", "mlp"] if len(shape) == 3 else ["mlp", "ridge"]) + ["linear", "anchors"]
 
 
 def check_critic_name(name: str) -> None:

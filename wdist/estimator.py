@@ -556,10 +556,31 @@ def _fit_fold(k: int, candidates: list[_Candidate], xs: _Side, ys: _Side, cfg: T
         seconds[c.label] = time.perf_counter() - start
         if gaps:
             start_gaps[c.label] = gaps
-    chosen = max(candidates, key=lambda c: trained[c.label].state.best_val)
+    chosen = _choose(candidates, trained)
     if not distributed.same_parameters(trained[chosen.label].critic):  # cannot happen with identical updates
         raise RuntimeError("distributed training: the critic's parameters differ between ranks")
     return _FoldFit(trained, chosen, seconds, start_gaps)
+
+
+def _choose(candidates: list[_Candidate], trained: dict[str, CriticTrainer]) -> _Candidate:
+    """The best validation gap, unless a closed-form critic is within one standard error of it.
+
+    Breiman's one-standard-error rule, for the one critic validation is unfair to: a trained
+    critic's best validation gap is the largest of many noisy evaluations, the closed-form
+    (linear) critic's a single one, and at test time only the latter is refit on every other
+    sample (:func:`_closed_form_fold`).  A shift by 1.5 in d=256, 5,000 a side, seed 0: the
+    ridge critic's validation gap passed the linear one's by 0.0002 of W1 (the standard error
+    is 0.036) and scored 0.939 on the test split, where the linear critic scores 0.964.
+    """
+    best = max(candidates, key=lambda c: trained[c.label].state.best_val)
+    best_gap = trained[best.label].state.best_val
+    for c in candidates:
+        spec = CRITICS.get(c.name) if isinstance(c.critic, str) else None
+        state = trained[c.label].state
+        if spec is not None and spec.fit_to_means is not None and \
+                state.best_val >= best_gap - state.history[-1]["val_se"]:
+            return c
+    return best
 
 
 def _score(fits: list[_FoldFit], xs: _Side, ys: _Side, cfg: TrainConfig,

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    # Full: the defaults (three critics, up to 4000 steps with early stopping)
+    # Full: the defaults (four critics, up to 4000 steps with early stopping)
     # on 4000 points per side in 8 dimensions.  Quick: the linear critic alone
     # on 1000 points (set to its exact training optimum, no steps).
     if args.quick:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import wdist
 import wdist.data
+import wdist.datasets
 
 from helpers import _shifted_gaussians
 
@@ -87,6 +88,24 @@ def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other
     assert torch.allclose(slope, direction / direction.norm(), atol=1e-5)
     assert res.n_train == (n, n)
     assert res.settings.ema == 0.0  # set, not stepped: no average to keep
+
+
+@pytest.mark.slow
+def test_auto_finds_a_difference_carried_by_one_direction_with_the_ridge_critic():
+    """A lattice of flats in D=32, one direction (the potential a wedge about one flat):
+    ``auto`` keeps the ridge critic, whose estimate is within 10 % of the true W1 and whose
+    direction is the lattice's; the linear critic's validation gap is far below."""
+    pair = wdist.datasets.lattice_pair(32, 1, period=8.0, seed=0)
+    truth, se = pair.truth(200_000)
+    x, y = pair.sample(3000, seed=1)
+    res = wdist.estimate_w1(x, y, progress=False, seed=0)
+    assert res.settings.critic == "ridge"
+    assert res.lower <= truth + 3 * se
+    assert 0.9 * truth <= res.value
+    gaps = res.settings.candidates
+    assert gaps["linear"] < 0.9 * gaps["ridge"]
+    u = res.critic[1].weight.detach().double()[0]
+    assert abs(float(u @ torch.from_numpy(pair.directions[0]))) > 0.95
 
 
 @pytest.mark.parametrize("ridge_gap, chosen", [(1.049, "linear"), (1.051, "ridge"), (0.9, "linear")])

@@ -655,9 +655,11 @@ def estimate_w1(
         cannot over-fit.
     critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
         ``"auto"`` trains the expressive critics (BCOP/GroupSort convolutions
-        and the MLP for images, the Björck/GroupSort MLP for vectors), the
-        linear critic and the semi-dual anchors critic, and keeps the one with
-        the best *validation* gap (the test split is untouched by the choice).
+        and the MLP for images, the Björck/GroupSort MLP and the ridge critic
+        ``g(<u, x>)`` for vectors), the linear critic and the semi-dual anchors
+        critic, and keeps the one with the best *validation* gap (the test
+        split is untouched by the choice); the linear critic is kept unless
+        another beats its validation gap by one standard error.
         They train in turn; at a plateau, one that trails the best validation
         gap before it by more than a quarter of that gap (and three standard
         errors) stops there, without the learning-rate drops or the

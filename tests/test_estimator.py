@@ -182,6 +182,7 @@ def test_the_kept_critic_is_the_moving_average_of_the_trained_parameters(monkeyp
     assert res.settings.ema == wdist.estimator.DEFAULT_EMA  # and the report says so
 
 
+@pytest.mark.slow  # 12-24 s: out of test-fast's 3 minutes
 def test_the_learning_rate_drops_only_when_both_sides_are_samplers():
     """A finite split's plateau is where over-fitting starts and the moving average has
     settled there: the run stops at its first plateau.  Fresh draws cannot be over-fitted:
@@ -319,6 +320,7 @@ def test_a_candidate_trailing_the_leader_stops_at_its_first_plateau():
     assert _evaluations_until_stop(fixed, [1.0] * 40) is None
 
 
+@pytest.mark.slow  # 12-24 s: out of test-fast's 3 minutes
 def test_auto_trains_each_candidate_against_the_best_validation_gap_before_it(monkeypatch):
     """``auto`` gives each candidate the best validation gap of the ones trained before it
     on the same split as ``leader_gap`` (none for the first), in each fold."""

@@ -129,7 +129,8 @@ def _crash_after_the_pause(trainer, order):
     return s.paused_at is not None and s.stopped != "paused"  # the chosen start, going on
 
 
-@pytest.mark.parametrize("crash", [_crash_in_second_start, pytest.param(_crash_after_the_pause, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 17 s and more: out of test-fast's 3 minutes
+@pytest.mark.parametrize("crash", [_crash_in_second_start, _crash_after_the_pause])
 def test_an_interrupted_run_with_restarts_resumes_to_the_same_result(tmp_path, monkeypatch, crash):
     """Each start checkpoints in its own folder; a run killed in the second start or in the
     chosen start's continuation ends as the uninterrupted one."""

@@ -25,6 +25,7 @@ class Recorder:
         return out
 
 
+@pytest.mark.slow  # 18 s: out of test-fast's 3 minutes
 def test_sampler_inputs_estimate_a_translation_with_fresh_test_samples():
     sx, sy, w1 = translation_samplers((8,), shift_norm=1.0, seed=0)
     rx, ry = Recorder(sx), Recorder(sy)

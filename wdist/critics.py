@@ -27,7 +27,8 @@ __all__ = [
     "CrossFitCritic",
     "build_critic", "check_critic_name", "auto_candidates", "CRITICS", "CriticSpec", "critic_spec",
     "bcop_critic", "rko_critic", "ossn_critic", "wgan_gp_critic", "mlp_critic", "linear_critic",
-    "anchor_critic", "ridge_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR", "fit_linear_critic",
+    "anchor_critic", "ridge_critic", "GradientPenaltyCritic", "lipschitz_by_construction", "DEFAULT_LR",
+    "fit_linear_critic",
 ]
 
 #: Adam learning rate of every critic that does not ask for another.

@@ -35,7 +35,7 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import Checkpointer
-from .critics import CRITICS, CrossFitCritic, auto_candidates, check_critic_name
+from .critics import CRITICS, CriticSpec, CrossFitCritic, auto_candidates, check_critic_name
 from .data import Samples, Split, as_samples, critic_values, sample_mean, sampler_draws, sampler_mean, split_indices
 from .exact import upper_bound
 from .lipschitz import lipschitz_bound, lipschitz_by_construction
@@ -335,6 +335,11 @@ class _Candidate:
         """The registry name, or the module's class name."""
         return self.critic if isinstance(self.critic, str) else type(self.critic).__name__
 
+    @property
+    def spec(self) -> CriticSpec | None:
+        """The registry entry (None for a module)."""
+        return CRITICS.get(self.critic) if isinstance(self.critic, str) else None
+
 
 def _with_noise_levels(candidates: list[str | nn.Module], shape: tuple[int, ...], noise: float | None,
                        fresh: bool) -> list[_Candidate]:
@@ -408,7 +413,7 @@ def _train_candidate(candidate: _Candidate, k: int, xs: _Side, ys: _Side, cfg: T
     with the best validation gap there goes on alone (drops, stop), the others are dropped.
     """
     name, relative = candidate.name, candidate.noise
-    spec = CRITICS.get(name) if isinstance(candidate.critic, str) else None
+    spec = candidate.spec
     sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
     cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
     closed_form = spec is not None and spec.fit_to_means is not None
@@ -518,7 +523,7 @@ def _closed_form_fold(fit: _FoldFit, k: int, xs: _Side, ys: _Side, bs: int, dev)
     ``folds=K``, the chunks' gaps are averaged and their variances pooled.  Afterwards the
     critic is set from all the fold's samples: the one to apply to new data.
     """
-    spec = CRITICS.get(fit.name)
+    spec = fit.chosen.spec
     if spec is None or spec.fit_to_means is None or xs.sampler is not None or ys.sampler is not None:
         return None
     fold_x, fold_y = xs.fold(k), ys.fold(k)
@@ -575,9 +580,8 @@ def _choose(candidates: list[_Candidate], trained: dict[str, CriticTrainer]) -> 
     best = max(candidates, key=lambda c: trained[c.label].state.best_val)
     best_gap = trained[best.label].state.best_val
     for c in candidates:
-        spec = CRITICS.get(c.name) if isinstance(c.critic, str) else None
         state = trained[c.label].state
-        if spec is not None and spec.fit_to_means is not None and \
+        if c.spec is not None and c.spec.fit_to_means is not None and \
                 state.best_val >= best_gap - state.history[-1]["val_se"]:
             return c
     return best

@@ -419,7 +419,7 @@ def auto_candidates(shape: tuple[int, ...]) -> list[str]:
     (:func:`ridge_critic`), for differences carried by one direction: on a
     lattice of flats in D=128 at 10k per side it lifts ``auto`` from 0.569 to
     0.957 of the true W1, and where the MLP is needed it trails at its first
-    plateau and stops (6-14 s on the funnel and lattice pairs).  The linear
+    plateau and stops (5-14 s on the funnel and lattice pairs).  The linear
     critic, refit on every other sample at test time, is kept unless another
     beats its validation gap by a standard error (``estimator._choose``).
     """

@@ -340,6 +340,11 @@ class _Candidate:
         """The registry entry (None for a module)."""
         return CRITICS.get(self.critic) if isinstance(self.critic, str) else None
 
+    @property
+    def closed_form(self) -> bool:
+        """Set from the two training means, not trained (the linear critic)."""
+        return self.spec is not None and self.spec.fit_to_means is not None
+
 
 def _with_noise_levels(candidates: list[str | nn.Module], shape: tuple[int, ...], noise: float | None,
                        fresh: bool) -> list[_Candidate]:
@@ -416,7 +421,7 @@ def _train_candidate(candidate: _Candidate, k: int, xs: _Side, ys: _Side, cfg: T
     spec = candidate.spec
     sigma = relative * spread() if relative > 0 else 0.0  # before seeding: reading data may draw seeds
     cand_cfg = cfg if spec is None else _spec_config(cfg, spec, given)
-    closed_form = spec is not None and spec.fit_to_means is not None
+    closed_form = candidate.closed_form
     if relative > 0 and not closed_form:  # in data units, from this fold's training data only
         cand_cfg = replace(cand_cfg, input_noise=sigma, input_noise_relative=relative)
     if closed_form:
@@ -523,9 +528,9 @@ def _closed_form_fold(fit: _FoldFit, k: int, xs: _Side, ys: _Side, bs: int, dev)
     ``folds=K``, the chunks' gaps are averaged and their variances pooled.  Afterwards the
     critic is set from all the fold's samples: the one to apply to new data.
     """
-    spec = fit.chosen.spec
-    if spec is None or spec.fit_to_means is None or xs.sampler is not None or ys.sampler is not None:
+    if not fit.chosen.closed_form or xs.sampler is not None or ys.sampler is not None:
         return None
+    spec = fit.chosen.spec
     fold_x, fold_y = xs.fold(k), ys.fold(k)
     if fold_x.test is fold_x.train:  # in-sample mode: nothing held out, the training fit stands
         return None
@@ -581,8 +586,7 @@ def _choose(candidates: list[_Candidate], trained: dict[str, CriticTrainer]) -> 
     best_gap = trained[best.label].state.best_val
     for c in candidates:
         state = trained[c.label].state
-        if c.spec is not None and c.spec.fit_to_means is not None and \
-                state.best_val >= best_gap - state.history[-1]["val_se"]:
+        if c.closed_form and state.best_val >= best_gap - state.history[-1]["val_se"]:
             return c
     return best
 

@@ -60,6 +60,24 @@ def test_the_ridge_critic_is_a_certified_function_of_one_unit_direction(shape):
     assert wdist.critics.lipschitz_by_construction(critic)
 
 
+@pytest.mark.parametrize("shape, rank", [((64,), 16), ((3, 4, 4), 5)])
+def test_the_subspace_critic_is_a_certified_function_of_a_learned_projection(shape, rank):
+    torch.manual_seed(0)
+    critic = wdist.critics.subspace_critic(shape, rank)
+    u = critic[1].weight.detach()
+    torch.testing.assert_close(u @ u.T, torch.eye(rank), rtol=0, atol=1e-5)  # orthonormal rows
+    x = torch.randn(500, *shape, requires_grad=True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x)
+    grad = grad.flatten(1)
+    # grad f(x) = U^T grad g(U x): in the row space of U, and of norm at most 1
+    torch.testing.assert_close(grad, (grad @ u.T) @ u, rtol=0, atol=1e-6)
+    assert grad.norm(dim=1).max() <= 1 + 1e-4
+    assert wdist.lipschitz_bound(critic, shape) <= 1 + 1e-4
+    assert wdist.critics.lipschitz_by_construction(critic)
+    with pytest.raises(ValueError, match="rank must be between 1 and a sample's 48 values, got 49"):
+        wdist.critics.subspace_critic((3, 4, 4), 49)
+
+
 @pytest.mark.parametrize("critic", ["linear", "auto"])
 def test_a_chosen_linear_critic_scores_each_test_chunk_by_its_fit_to_every_other_sample(critic):
     """Cross-fitting within the test split: chunk j's values come from the linear critic set
@@ -106,6 +124,26 @@ def test_auto_finds_a_difference_carried_by_one_direction_with_the_ridge_critic(
     assert gaps["linear"] < 0.9 * gaps["ridge"]
     u = res.critic[1].weight.detach().double()[0]
     assert abs(float(u @ torch.from_numpy(pair.directions[0]))) > 0.95
+
+
+@pytest.mark.slow
+def test_auto_finds_a_difference_carried_by_a_subspace_with_the_subspace_critic():
+    """A lattice of flats in D=64 spanning 4 directions (3,000 a side): ``auto`` keeps the
+    subspace critic, whose validation gap is above both MLP candidates' (which spread their
+    gradient over the 60 directions that carry nothing) and whose estimate is an honest 0.7
+    of the truth or more; its learned projection holds lattice directions."""
+    pair = wdist.datasets.lattice_pair(64, 4, period=8.0, seed=0)
+    truth, se = pair.truth(200_000)
+    x, y = pair.sample(3000, seed=1)
+    res = wdist.estimate_w1(x, y, progress=False, seed=0)
+    assert res.settings.critic == "subspace"
+    assert res.lower <= truth + 3 * se
+    assert 0.7 * truth <= res.value
+    gaps = res.settings.candidates
+    assert gaps["subspace"] > 1.05 * max(gaps["mlp (input_noise=0.7)"], gaps["mlp (input_noise=0)"])
+    u = res.critic[1].weight.detach().double()
+    held = (u @ torch.from_numpy(pair.directions).T).norm(dim=0)  # 1: in the learned subspace
+    assert int((held > 0.9).sum()) >= 2
 
 
 @pytest.mark.parametrize("ridge_gap, chosen", [(1.049, "linear"), (1.051, "ridge"), (0.9, "linear")])
@@ -353,7 +391,7 @@ def test_only_finite_samples_wait_while_the_critic_is_under_fitted():
 def test_the_mlp_tries_each_input_noise_level_where_its_spec_has_several():
     """The levels a candidate is trained at: the given ``input_noise``; else the critic's
     defaults from NOISE_MIN_DIM dimensions on, except with two samplers (nothing to over-fit)."""
-    from wdist.critics import MLP_NOISE_LEVELS, NOISE_MIN_DIM
+    from wdist.critics import MLP_NOISE_LEVELS, NOISE_MIN_DIM, SUBSPACE_MIN_DIM
     from wdist.estimator import _with_noise_levels
 
     def levels(critic, dim, noise=None, fresh=False):
@@ -369,7 +407,10 @@ def test_the_mlp_tries_each_input_noise_level_where_its_spec_has_several():
     assert levels(net, 128) == [("Sequential", 0.0, "Sequential")]
     # Images get the MLP on their flattened pixels beside the convolutional critic.
     assert wdist.critics.auto_candidates((3, 8, 8)) == ["bcop", "mlp", "linear", "anchors"]
-    assert wdist.critics.auto_candidates((64,)) == ["mlp", "ridge", "linear", "anchors"]
+    # The subspace critic from SUBSPACE_MIN_DIM values a sample on, where the MLP's statistics suffer.
+    assert SUBSPACE_MIN_DIM == 64
+    assert wdist.critics.auto_candidates((SUBSPACE_MIN_DIM,)) == ["mlp", "ridge", "subspace", "linear", "anchors"]
+    assert wdist.critics.auto_candidates((SUBSPACE_MIN_DIM - 1,)) == ["mlp", "ridge", "linear", "anchors"]
 
 
 def test_validation_keeps_the_input_noise_level_with_the_best_gap():

@@ -18,9 +18,10 @@ def _images(n: int = 40, seed: int = 0):
     return torch.rand(n, 1, 8, 8, generator=gen), torch.rand(n, 1, 8, 8, generator=gen) * 0.8
 
 
-@pytest.mark.parametrize("critic", ["bcop", "anchors", "mlp", "ridge"])
+@pytest.mark.parametrize("critic", ["bcop", "anchors", "mlp", "ridge", "subspace"])
 def test_saved_critic_loads_back_with_identical_values(tmp_path, critic):
-    x, y = _images() if critic == "bcop" else _shifted_gaussians(120, 3, shift=0.5)
+    # The subspace critic projects onto 16 dimensions: its inputs need more.
+    x, y = _images() if critic == "bcop" else _shifted_gaussians(120, 20 if critic == "subspace" else 3, shift=0.5)
     res = wdist.estimate_w1(x, y, critic=critic, steps=20, eval_every=10, progress=False, device="cpu")
     path = wdist.save_critic(res, tmp_path / "critic.safetensors")
     rng_before = torch.get_rng_state()

@@ -663,8 +663,9 @@ def estimate_w1(
         cannot over-fit.
     critic : "auto", a name in ``wdist.critics.CRITICS`` or nn.Module
         ``"auto"`` trains the expressive critics (BCOP/GroupSort convolutions
-        and the MLP for images, the Björck/GroupSort MLP and the ridge critic
-        ``g(<u, x>)`` for vectors), the linear critic and the semi-dual anchors
+        and the MLP for images, the Björck/GroupSort MLP, the ridge critic
+        ``g(<u, x>)`` and, from 64 dimensions on, the subspace critic ``g(U x)``
+        of rank 16 for vectors), the linear critic and the semi-dual anchors
         critic, and keeps the one with the best *validation* gap (the test
         split is untouched by the choice); the linear critic is kept unless
         another beats its validation gap by one standard error.
